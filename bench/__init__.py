@@ -1,0 +1,1 @@
+"""The breakglass benchmark: `python -m bench --help`. See bench/README.md."""

@@ -1,0 +1,154 @@
+"""Shared pieces of the measurements: sizes (full and --quick), result rows, and small helpers that talk to the
+running product (queue idle, Teams activities, waiting for states)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from bench.env import Stack
+from bench.stats import summary
+from services.queue import JSONQueue
+from tests.teams_activities import invoke
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int  # synthetic directory users seeded into the Graph emulator
+    floor_samples: int  # per repetition
+    approve_clicks: int  # per repetition
+    approve_reps: int
+    ack_rate: float
+    ack_seconds: float
+    ack_reps: int
+    stagger_grants: int
+    stagger_grant_s: int
+    stagger_every_s: float
+    scale_active: int
+    scale_sampled: int
+    scale_sample_every_s: float
+    scale_hold_s: int  # the sampled grants stay active together this long after the last one is approved
+    burst_grants: int
+    burst_reps: int
+    tick_scales: tuple[int, ...]
+    ticks: int
+    endpoint_seconds: float
+    endpoint_reps: int
+    endpoint_rate: float
+    memory_requests: int
+    memory_approvals: int
+    token_jobs: int
+    token_reps: int
+
+
+FULL = Sizes(users=7000, floor_samples=100, approve_clicks=20, approve_reps=5, ack_rate=50, ack_seconds=60,
+             ack_reps=2, stagger_grants=200, stagger_grant_s=30, stagger_every_s=1.5, scale_active=10_000,
+             scale_sampled=100, scale_sample_every_s=0.3, scale_hold_s=30, burst_grants=1000, burst_reps=2,
+             tick_scales=(1_000, 10_000, 100_000), ticks=50, endpoint_seconds=20, endpoint_reps=3,
+             endpoint_rate=300, memory_requests=10_000, memory_approvals=1000, token_jobs=500, token_reps=2)
+QUICK = Sizes(users=700, floor_samples=30, approve_clicks=5, approve_reps=2, ack_rate=50, ack_seconds=5,
+              ack_reps=1, stagger_grants=10, stagger_grant_s=6, stagger_every_s=0.5, scale_active=1_000,
+              scale_sampled=10, scale_sample_every_s=0.3, scale_hold_s=6, burst_grants=100, burst_reps=1,
+              tick_scales=(500, 2_000, 5_000), ticks=15, endpoint_seconds=3, endpoint_reps=1, endpoint_rate=300,
+              memory_requests=1_000, memory_approvals=50, token_jobs=50, token_reps=1)
+
+
+@dataclass
+class Row:
+    """One line of the report. `values` are the samples the statistics are taken over: single latencies, or one
+    figure per repetition (throughput, RSS, a count) — `sample` says which."""
+
+    key: str
+    title: str
+    unit: str
+    values: list[float]
+    goal: str
+    passed: bool | None
+    how: str = ""
+    sample: str = "latency"
+    floor_ratio: dict[str, float] | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "unit": self.unit, "stats": summary(self.values),
+                "goal": self.goal, "passed": self.passed, "how": self.how, "sample": self.sample,
+                "floor_ratio": self.floor_ratio, "detail": self.detail, "values": self.values}
+
+
+@dataclass
+class Ctx:
+    stack: Stack
+    sizes: Sizes
+    quick: bool
+    log: Callable[[str], None]
+    floor: list[float] | None = None  # floor samples (ms) of this run, for the ratio column
+    next_user: int = 1
+
+    def users(self, count: int) -> list[int]:
+        """Distinct synthetic users for new grants (wrapping around: each measurement starts on a flushed Redis)."""
+        if self.next_user + count - 1 > self.sizes.users:
+            self.next_user = 1
+        if count > self.sizes.users:
+            raise ValueError(f"need {count} users, only {self.sizes.users} seeded")
+        first = self.next_user
+        self.next_user += count
+        return list(range(first, first + count))
+
+
+def queue_idle(client: redis.Redis) -> bool:
+    queue = JSONQueue(connection=client)
+    return len(queue) == 0 and queue.started_job_registry.count == 0
+
+
+def wait_idle(client: redis.Redis, timeout: float = 600, settle: float = 0.0) -> float:
+    began = time.monotonic()
+    deadline = began + timeout
+    while not queue_idle(client):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the job queue did not drain within {timeout:.0f}s")
+        time.sleep(0.05)
+    if settle:
+        time.sleep(settle)
+    return time.monotonic() - began
+
+
+def approve_activity(request_id: str, service_url: str, alias: str = "dana") -> dict[str, Any]:
+    return invoke(alias, "request.approve", {"requestId": request_id}, service_url)
+
+
+def refresh_activity(request_id: str, service_url: str, alias: str = "morgan") -> dict[str, Any]:
+    return invoke(alias, "request.refresh", {"requestId": request_id}, service_url, trigger="automatic")
+
+
+class BotClient:
+    """A keep-alive HTTP/1.1 client for one-at-a-time requests (the latency measurements)."""
+
+    def __init__(self, url: str, token: str):
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        self.token = token
+
+    def post(self, activity: dict[str, Any]) -> tuple[int, bytes]:
+        body = json.dumps(activity).encode()
+        self.conn.request("POST", "/api/messages", body=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def mb(value: float) -> float:
+    return value / (1024 * 1024)

@@ -1,0 +1,196 @@
+"""The Teams activity handler: routes messages, Adaptive Card invokes (Action.Execute) and legacy Action.Submit
+messages, and learns who is who (Entra object id -> Teams id) from every activity and from team rosters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from botbuilder.core import InvokeResponse, TurnContext
+from botbuilder.core.teams import TeamsActivityHandler
+from botbuilder.schema import Activity, ChannelAccount
+
+from bot.actions import Actions, Origin
+from bot.commands import Commands, parse
+from bot.intake import Intake
+from cards.lists import message_card
+from services.access import AccessError, Who
+from services.metrics import METRICS
+from services.notify import card_activity
+from services.ports import TeamsError
+from services.settings import Settings
+from services.teams_users import TeamsChannel, TeamsUser
+from services.triage import TriageProvider
+from services.wiring import Services
+
+log = logging.getLogger(__name__)
+CARD = "application/vnd.microsoft.card.adaptive"
+
+
+def invoke_card(card: dict[str, Any]) -> InvokeResponse:
+    # Returned as a plain dict and serialised by our endpoint: the stock AdaptiveCardInvokeResponse path
+    # answers HTTP 500 under CloudAdapter in botbuilder 4.17.1 (PROTOCOL_NOTES §2).
+    return InvokeResponse(status=200, body={"statusCode": 200, "type": CARD, "value": card})
+
+
+def invoke_error(status: int, code: str, message: str) -> InvokeResponse:
+    return InvokeResponse(status=200, body={"statusCode": status, "type": "application/vnd.microsoft.error",
+                                            "value": {"code": code, "message": message}})
+
+
+def who_of(activity: Activity) -> Who | None:
+    sender: ChannelAccount | None = activity.from_property
+    oid = getattr(sender, "aad_object_id", None) if sender else None
+    if not oid:
+        return None
+    return Who(object_id=str(oid).lower(), name=getattr(sender, "name", "") or "", teams_id=sender.id)
+
+
+def origin_of(activity: Activity) -> Origin:
+    return Origin(service_url=activity.service_url or "", conversation_id=activity.conversation.id,
+                  reply_to_id=activity.reply_to_id, teams_id=getattr(activity.from_property, "id", None))
+
+
+class BreakglassBot(TeamsActivityHandler):
+    def __init__(self, settings: Settings, services: Services, triage: TriageProvider):
+        super().__init__()
+        self.settings = settings
+        self.services = services
+        self.intake = Intake(services, triage)
+        self.actions = Actions(services, self.intake)
+        self.commands = Commands(services, self.actions)
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        METRICS.activities.labels(type=activity.type or "unknown").inc()
+        await asyncio.to_thread(self._remember, activity)
+        await super().on_turn(turn_context)
+
+    def _remember(self, activity: Activity) -> None:
+        sender = activity.from_property
+        oid = getattr(sender, "aad_object_id", None)
+        if not oid or not sender.id:
+            return
+        personal = getattr(activity.conversation, "conversation_type", None) == "personal"
+        tenant = ((activity.channel_data or {}).get("tenant") or {}).get("id", "") \
+            if isinstance(activity.channel_data, dict) else ""
+        self.services.notifier.users.remember(TeamsUser(
+            object_id=str(oid).lower(), teams_id=sender.id, name=sender.name or "",
+            service_url=activity.service_url or "", tenant_id=tenant,
+            conversation_id=activity.conversation.id if personal else None))
+
+    async def _send(self, activity: Activity, cards: list[dict[str, Any]]) -> None:
+        for card in cards:
+            try:
+                await asyncio.to_thread(self.services.teams.reply, activity.service_url, activity.conversation.id,
+                                        activity.id, card_activity(card))
+            except TeamsError as exc:
+                log.warning("reply failed", extra={"status": exc.status, "conversation": activity.conversation.id})
+
+    # --- messages -------------------------------------------------------------------------------------------
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        who = who_of(activity)
+        if who is None:
+            await self._send(activity, [message_card("I could not tell who you are (no Entra object id).")])
+            return
+        if isinstance(activity.value, dict) and activity.value.get("verb"):
+            await self._legacy_submit(activity, who)
+            return
+        text = (TurnContext.remove_recipient_mention(activity) or activity.text or "").strip()
+        if not text:
+            return
+        if activity.id and not await asyncio.to_thread(
+                self.services.runtime.store.first_time, f"message:{activity.conversation.id}:{activity.id}"):
+            return  # Teams retried a delivery we already answered
+        command = parse(text)
+        try:
+            if command is not None:
+                cards = await self.commands.run(command, who)
+            else:
+                cards = [await self.intake.start(who, text[:4000])]
+        except AccessError as exc:
+            cards = [message_card(exc.message)]
+        await self._send(activity, cards)
+
+    async def _legacy_submit(self, activity: Activity, who: Who) -> None:
+        """Action.Submit from older clients arrives as a message with `value`; there is no invoke response, so the
+        card is replaced with a PUT of the original activity."""
+        value = dict(activity.value)
+        verb = str(value.pop("verb", ""))
+        card = await self.actions.dispatch(verb, who, value, origin_of(activity))
+        try:
+            if activity.reply_to_id:
+                await asyncio.to_thread(self.services.teams.update, activity.service_url, activity.conversation.id,
+                                        activity.reply_to_id, card_activity(card))
+            else:
+                await self._send(activity, [card])
+        except TeamsError as exc:
+            log.warning("legacy card update failed", extra={"status": exc.status})
+
+    # --- invokes --------------------------------------------------------------------------------------------
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+        activity = turn_context.activity
+        if activity.name != "adaptiveCard/action":
+            return InvokeResponse(status=501)
+        value = activity.value if isinstance(activity.value, dict) else {}
+        action = value.get("action") if isinstance(value.get("action"), dict) else {}
+        verb = str(action.get("verb") or "")
+        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        who = who_of(activity)
+        if who is None:
+            return invoke_error(401, "Unauthorized", "Could not identify you (no Entra object id).")
+        if not verb:
+            return invoke_error(400, "BadRequest", "The action has no verb.")
+        card = await self.actions.dispatch(verb, who, data, origin_of(activity))
+        return invoke_card(card)
+
+    # --- installation ---------------------------------------------------------------------------------------
+
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        added = [m for m in (activity.members_added or []) if m.id == activity.recipient.id]
+        if added:
+            await self._installed(activity, welcome=True)
+        await super().on_conversation_update_activity(turn_context)
+
+    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
+        await self._installed(turn_context.activity, welcome=False)
+
+    async def _installed(self, activity: Activity, *, welcome: bool) -> None:
+        data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        team = data.get("team") or {}
+        tenant = (data.get("tenant") or {}).get("id", self.settings.served_tenant_id)
+        conversation = activity.conversation.id
+        if team.get("id"):
+            channel = ((data.get("settings") or {}).get("selectedChannel") or {}).get("id") or conversation
+            found = TeamsChannel(kind="approvals", service_url=activity.service_url, channel_id=channel,
+                                 tenant_id=tenant, team_id=team["id"], name=team.get("name", ""))
+            users = self.services.notifier.users
+            if self.settings.teams_approvals_channel_id is None and users.channel("approvals") is None:
+                # Only the first team the bot is installed into becomes the approvals channel, and only until an
+                # operator sets TEAMS_APPROVALS_CHANNEL_ID; every later install is just logged.
+                await asyncio.to_thread(users.remember_channel, found)
+            log.info("installed in a team", extra={"team": team.get("name"), "channel_id": channel})
+            await self._learn_roster(activity.service_url, team["id"], tenant)
+        elif welcome and getattr(activity.conversation, "conversation_type", None) == "personal":
+            await self._send(activity, [message_card("Hi! Describe the access you need, e.g. \"Need Global Admin "
+                                                     "for 30 minutes to fix the CA lockout, INC0012345\". Type "
+                                                     "help for commands.")])
+
+    async def _learn_roster(self, service_url: str, team_id: str, tenant: str) -> None:
+        try:
+            members = await asyncio.to_thread(self.services.teams.members, service_url, team_id)
+        except TeamsError as exc:
+            log.warning("could not read the team roster", extra={"status": exc.status})
+            return
+        users = self.services.notifier.users
+        for m in members:
+            oid = m.get("aadObjectId") or m.get("objectId")
+            if oid and m.get("id"):
+                await asyncio.to_thread(users.remember, TeamsUser(
+                    object_id=str(oid).lower(), teams_id=m["id"], name=m.get("name", ""), service_url=service_url,
+                    tenant_id=tenant, upn=m.get("userPrincipalName", "")))

@@ -1,0 +1,41 @@
+"""`breakglass serve`: the Teams endpoint. Refuses to start without credentials (fail closed)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot.app import SERVER_LIMITS, create_app
+from services.logs import configure_logging
+from services.redis_conn import require_safe_redis
+from services.runtime import Runtime
+from services.settings import get_settings
+from services.wiring import Services
+
+log = logging.getLogger(__name__)
+
+BANNER = ("AUTHENTICATION IS DISABLED: BREAKGLASS_ENV=development and no MicrosoftAppId. Anyone who can reach "
+          "{host}:{port} can act as any Teams user. This mode exists only for local development and is only "
+          "allowed on a loopback address.")
+
+
+def run_serve(host: str | None = None, port: int | None = None) -> int:
+    settings = get_settings()
+    if host is not None or port is not None:
+        settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items()
+                                               if v is not None})
+    settings.require(bot=True, graph=not settings.development)
+    configure_logging(settings)
+    if settings.auth_disabled:
+        for _ in range(3):
+            log.warning(BANNER.format(host=settings.host, port=settings.port))
+    runtime = Runtime(settings)
+    require_safe_redis(runtime.redis)
+    policy = runtime.policies.current()
+    log.info("policy loaded", extra={"policy_name": policy.name, "digest": policy.digest(),
+                                     "entitlements": len(policy.entitlements)})
+    app = create_app(settings, Services(runtime))
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+                handle_signals=True, shutdown_timeout=10, **SERVER_LIMITS)
+    return 0

@@ -1,0 +1,97 @@
+"""Who may decide a pending request right now, and what one vote does to it.
+
+Card data is never trusted: a click names a request id and a verb, and this module re-derives everything
+else from the stored record and the policy as it is at the moment of the click.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from policies.document import PolicyDocument
+from policies.engine import resolve_approvers
+from policies.lifecycle import Event, State
+from policies.model import Actor, Approval, Approver, Verdict
+from policies.record import RequestRecord
+
+
+class Refusal(StrEnum):
+    NOT_PENDING = "not_pending"
+    SELF_APPROVAL = "self_approval"
+    TARGET_APPROVAL = "target_approval"
+    NOT_APPROVER = "not_approver"
+    ALREADY_VOTED = "already_voted"
+    WINDOW_CLOSED = "window_closed"
+    TERMS_CHANGED = "terms_changed"
+    CARD_ALTERED = "card_altered"
+    REASON_REQUIRED = "reason_required"
+
+
+class ApprovalRefusedError(Exception):
+    def __init__(self, code: Refusal, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.value}: {message}")
+
+
+def current_approvers(record: RequestRecord, policy: PolicyDocument, now: datetime) -> list[Approver]:
+    entitlement = policy.entitlement(record.request.entitlement)
+    if entitlement is None:
+        return []
+    lane = None
+    if record.decision.lane:
+        lane = next((la for la in entitlement.lanes if la.id == record.decision.lane), None)
+        if lane is None:
+            return []
+    return resolve_approvers(policy, entitlement, lane, now,
+                             exclude={record.request.requester, record.request.target})
+
+
+def authorise_vote(record: RequestRecord, clicker_id: str, verdict: Verdict, now: datetime,
+                   policy: PolicyDocument, terms: str | None = None, reason: str = "",
+                   altered: tuple[str, ...] = ()) -> Approver:
+    """Return the clicker as an Approver, or raise ApprovalRefusedError saying exactly why not. `altered` names
+    card-data fields the card never carried: such a click is refused rather than read selectively."""
+    clicker = clicker_id.lower()
+    if record.state is not State.PENDING_APPROVAL:
+        raise ApprovalRefusedError(Refusal.NOT_PENDING, f"This request is already {record.state.value}.")
+    if clicker == record.request.requester:
+        raise ApprovalRefusedError(Refusal.SELF_APPROVAL, "You cannot approve or deny your own request.")
+    if clicker == record.request.target:
+        raise ApprovalRefusedError(Refusal.TARGET_APPROVAL, "You cannot decide a request that elevates you.")
+    if terms is not None and terms != record.terms_digest:
+        raise ApprovalRefusedError(Refusal.TERMS_CHANGED,
+                                   "The request changed since this card was sent; use the latest card.")
+    if altered:
+        raise ApprovalRefusedError(Refusal.CARD_ALTERED,
+                                   "This card's data was altered; use the card breakglass sent.")
+    deadline = record.approval_deadline
+    if deadline is not None and now >= deadline:
+        raise ApprovalRefusedError(Refusal.WINDOW_CLOSED, "The approval window for this request has closed.")
+    approver = next((a for a in current_approvers(record, policy, now) if a.object_id == clicker), None)
+    if approver is None:
+        raise ApprovalRefusedError(Refusal.NOT_APPROVER, "You are not an approver for this request under the "
+                                                         "current policy.")
+    previous = record.voted(clicker)
+    if previous is not None:
+        raise ApprovalRefusedError(Refusal.ALREADY_VOTED,
+                                   f"You already voted {previous.verdict.value} at {previous.at:%H:%M} UTC.")
+    if verdict is Verdict.DENY and not reason.strip():
+        raise ApprovalRefusedError(Refusal.REASON_REQUIRED, "A reason is required to deny a request.")
+    return approver
+
+
+def apply_vote(record: RequestRecord, approver: Approver, verdict: Verdict, now: datetime,
+               reason: str = "") -> tuple[RequestRecord, Event]:
+    """Record one vote. One deny ends the request; approvals count once per person up to the quorum."""
+    vote = Approval(request_id=record.id, approver=approver.object_id, approver_name=approver.name,
+                    verdict=verdict, reason=reason.strip(), at=now, request_version=record.version)
+    actor = Actor(object_id=approver.object_id, name=approver.name)
+    approvals = (*record.approvals, vote)
+    if verdict is Verdict.DENY:
+        event = Event.DENIED
+    else:
+        distinct = {a.approver for a in approvals if a.verdict is Verdict.APPROVE}
+        event = Event.APPROVED if len(distinct) >= max(1, record.decision.quorum) else Event.APPROVAL_RECORDED
+    return record.apply(event, actor, now, reason=reason.strip(), approvals=approvals), event

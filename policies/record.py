@@ -1,0 +1,90 @@
+"""The stored aggregate for one request: its terms, decision, votes, grant and full transition history."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from policies.lifecycle import Event, State, next_state
+from policies.model import (
+    Actor,
+    Approval,
+    AwareDatetime,
+    CardRef,
+    Decision,
+    Frozen,
+    Grant,
+    GrantRequest,
+    TicketFacts,
+    Transition,
+    Verdict,
+)
+
+
+class RequestRecord(Frozen):
+    id: str
+    version: int = 0
+    state: State = State.NEW
+    request: GrantRequest
+    decision: Decision
+    requester_name: str = ""
+    target_name: str = ""
+    target_upn: str = ""
+    ticket_facts: TicketFacts | None = None
+    approvals: tuple[Approval, ...] = ()
+    grant: Grant | None = None
+    history: tuple[Transition, ...] = ()
+    cards: tuple[CardRef, ...] = ()
+    escalated_at: AwareDatetime | None = None
+    failure: str | None = None
+    end_reason: str | None = None
+    notes: tuple[str, ...] = ()
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    def apply(self, event: Event, actor: Actor, at: datetime, reason: str = "", **changes: Any) -> RequestRecord:
+        """Return the record after `event`; raises InvalidTransitionError when the table forbids it."""
+        to_state = next_state(self.state, event)
+        transition = Transition(seq=len(self.history) + 1, from_state=self.state.value, to_state=to_state.value,
+                                event=event.value, actor=actor.object_id, at=at, reason=reason)
+        return self.model_copy(update={
+            **changes,
+            "state": to_state,
+            "version": self.version + 1,
+            "history": (*self.history, transition),
+            "updated_at": at,
+        })
+
+    def with_changes(self, at: datetime, **changes: Any) -> RequestRecord:
+        """A change that is not a lifecycle event (a card copy recorded, a note); still bumps the version."""
+        return self.model_copy(update={**changes, "version": self.version + 1, "updated_at": at})
+
+    @property
+    def terms_digest(self) -> str:
+        """Binds votes to what was asked: entitlement, target, duration, ticket and justification."""
+        r = self.request
+        blob = "\x1f".join([r.id, r.entitlement, r.target, str(int(r.duration.total_seconds())), r.ticket or "",
+                            r.justification, r.lane or self.decision.lane or ""])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def votes(self, verdict: Verdict) -> list[Approval]:
+        return [a for a in self.approvals if a.verdict is verdict]
+
+    def voted(self, object_id: str) -> Approval | None:
+        for a in self.approvals:
+            if a.approver == object_id:
+                return a
+        return None
+
+    @property
+    def approval_deadline(self) -> datetime | None:
+        if self.decision.expire_after is None:
+            return None
+        return self.created_at + self.decision.expire_after
+
+    @property
+    def escalation_due(self) -> datetime | None:
+        if self.decision.escalate_after is None:
+            return None
+        return self.created_at + self.decision.escalate_after

@@ -1,0 +1,423 @@
+"""The request workflow behind every chat message, card click and ticket webhook.
+
+Entry points hand over who acted (their Entra object id, never a name from card data) and what they asked;
+everything else is reloaded here: the policy as it is now, the directory facts, the stored request.
+State changes are compare-and-set; slow work (Graph, notifications) is enqueued, never done inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from policies.approval import ApprovalRefusedError, apply_vote, authorise_vote, current_approvers
+from policies.document import Entitlement
+from policies.engine import eligible_entitlements, evaluate, ticket_kind
+from policies.lifecycle import Event, InvalidTransitionError, State
+from policies.model import Actor, Decision, Facts, GrantRequest, Outcome, Principal, TicketFacts, Verdict
+from policies.record import RequestRecord
+from services import queue as jobs
+from services.audit import AuditLog
+from services.clock import Clock
+from services.errors import ConflictError, NotFoundError, ServiceError
+from services.metrics import DomainMetrics
+from services.policy_source import PolicySource
+from services.ports import Directory, DirectoryError, Ticketing, TicketingUnavailableError
+from services.queue import JobQueue, job_id
+from services.store import RequestStore, new_request_id
+
+log = logging.getLogger(__name__)
+
+MAX_MINUTES = 24 * 60
+UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Failing rules the requester can fix on the form; anything else becomes a recorded denial.
+FIELD_OF_RULE = {
+    "justification.length": "justification",
+    "justification.specific": "justification",
+    "ticket.reference": "ticket",
+    "ticket.exists": "ticket",
+    "ticket.open": "ticket",
+    "ticket.involved": "ticket",
+    "lane.incident": "ticket",
+    "duration.max": "duration",
+    "duration.positive": "duration",
+    "target.for_others": "target",
+}
+
+
+class AccessError(ServiceError):
+    """The actor may not do this; `message` is safe to show them."""
+
+    def __init__(self, message: str, code: str = "forbidden"):
+        self.message = message
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Who:
+    """The person acting, as Teams identified them (object id from `from.aadObjectId`)."""
+
+    object_id: str
+    name: str = ""
+    teams_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(object_id=self.object_id.lower(), name=self.name, teams_id=self.teams_id)
+
+
+@dataclass(frozen=True)
+class IntakeInput:
+    entitlement: str | None
+    duration_minutes: int | None
+    justification: str
+    ticket: str
+    target: str  # UPN, or "" for the requester
+    # API and tests only (never read from card data): an exact duration, e.g. seconds-long grants in tests.
+    duration_seconds: int | None = None
+
+    @staticmethod
+    def from_values(values: dict[str, Any]) -> IntakeInput:
+        """Parse submitted form values; types are coerced, never trusted."""
+        minutes: int | None
+        try:
+            minutes = int(str(values.get("duration", "")).strip())
+        except ValueError:
+            minutes = None
+        ent = str(values.get("entitlement") or "").strip() or None
+        return IntakeInput(entitlement=ent, duration_minutes=minutes,
+                           justification=str(values.get("justification") or "").strip()[:4000],
+                           ticket=str(values.get("ticket") or "").strip().upper()[:40],
+                           target=str(values.get("target") or "").strip()[:256])
+
+
+@dataclass
+class SubmitResult:
+    form: IntakeInput
+    record: RequestRecord | None = None
+    field_errors: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.record is not None
+
+
+@dataclass
+class ActionResult:
+    record: RequestRecord
+    changed: bool
+    message: str
+    code: str = "ok"
+
+
+class AccessService:
+    def __init__(self, *, store: RequestStore, audit: AuditLog, queue: JobQueue, policies: PolicySource,
+                 directory: Directory, ticketing: Ticketing | None, clock: Clock):
+        self.store = store
+        self.audit = audit
+        self.queue = queue
+        self.policies = policies
+        self.directory = directory
+        self.ticketing = ticketing
+        self.clock = clock
+        self.metrics = DomainMetrics(store.redis, store.keys.p)
+
+    # --- facts ----------------------------------------------------------------------------------------------
+
+    def principal(self, key: str) -> Principal:
+        try:
+            found = self.directory.principal(key)
+        except DirectoryError as exc:
+            raise AccessError("The directory is not reachable right now; please try again in a minute.",
+                              "directory_unavailable") from exc
+        if found is None:
+            raise AccessError(f"{key} was not found in the directory.", "unknown_principal")
+        return found
+
+    def eligible(self, requester: Principal) -> list[Entitlement]:
+        return eligible_entitlements(self.policies.current(), requester)
+
+    def ticket_facts(self, number: str) -> TicketFacts | None:
+        if not number or self.ticketing is None:
+            return None
+        try:
+            return self.ticketing.get_ticket(number)
+        except TicketingUnavailableError as exc:
+            log.warning("ticket lookup failed", extra={"ticket": number, "error": str(exc)})
+            self.audit.append("ticket.lookup_failed", actor="system:itsm", data={"ticket": number,
+                                                                                  "error": str(exc)[:300]})
+            return None
+
+    # --- submit ---------------------------------------------------------------------------------------------
+
+    def submit(self, who: Who, form: IntakeInput, *, draft_id: str, source: str = "teams",
+               requester: Principal | None = None) -> SubmitResult:
+        policy = self.policies.current()
+        now = self.clock.now()
+        requester = requester or self.principal(who.object_id)
+        result = SubmitResult(form=form)
+        eligible = {e.id for e in eligible_entitlements(policy, requester)}
+        if not form.entitlement:
+            result.field_errors["entitlement"] = "Choose a role."
+        elif form.entitlement not in eligible:
+            result.field_errors["entitlement"] = "You are not eligible for this role."
+        if form.duration_seconds is None and (form.duration_minutes is None
+                                              or not 1 <= form.duration_minutes <= MAX_MINUTES):
+            result.field_errors["duration"] = "Give a duration in minutes (1 to 1440)."
+        if not form.justification:
+            result.field_errors["justification"] = "Say what you will do and why."
+        target = requester
+        if form.target and form.target.lower() not in requester.identifiers():
+            if not UPN.match(form.target):
+                result.field_errors["target"] = "Give the user's sign-in name (name@domain), or leave it empty."
+            else:
+                found = self.directory.principal(form.target)
+                if found is None:
+                    result.field_errors["target"] = f"{form.target} was not found in the directory."
+                else:
+                    target = found
+        if result.field_errors:
+            self._audit_rejected(who, form, result.field_errors, draft_id)
+            return result
+        assert form.entitlement is not None
+        duration = (timedelta(seconds=form.duration_seconds) if form.duration_seconds is not None
+                    else timedelta(minutes=form.duration_minutes or 0))
+        ticket_ref = form.ticket or None
+        request = GrantRequest(id=new_request_id(), requester=requester.object_id, target=target.object_id,
+                               entitlement=form.entitlement, duration=duration,
+                               justification=form.justification, ticket=ticket_ref, created_at=now,
+                               source=source)  # type: ignore[arg-type]
+        ticket = self.ticket_facts(ticket_ref) if ticket_ref and ticket_kind(policy, ticket_ref) else None
+        facts = Facts(requester=requester, target=target, ticket=ticket,
+                      active_grants=tuple(self.store.open_grants_of(target.object_id)))
+        decision = evaluate(request, facts, now, policy)
+        if decision.outcome is Outcome.DENY and self._fixable(decision):
+            for rule in decision.rules:
+                if rule.blocks and rule.rule in FIELD_OF_RULE:
+                    result.field_errors.setdefault(FIELD_OF_RULE[rule.rule], rule.reason)
+            result.problems = decision.reasons
+            self._audit_rejected(who, form, result.field_errors, draft_id, decision)
+            return result
+        result.record = self._create(who, request, decision, requester, target, ticket, draft_id)
+        return result
+
+    @staticmethod
+    def _fixable(decision: Decision) -> bool:
+        blocking = [r for r in decision.rules if r.blocks]
+        return bool(blocking) and all(r.rule in FIELD_OF_RULE for r in blocking)
+
+    def _audit_rejected(self, who: Who, form: IntakeInput, errors: dict[str, str], draft_id: str,
+                        decision: Decision | None = None) -> None:
+        self.audit.append("request.rejected", actor=who.object_id, data={
+            "draft": draft_id, "entitlement": form.entitlement, "duration_minutes": form.duration_minutes,
+            "ticket": form.ticket, "target": form.target, "errors": errors,
+            "reasons": decision.reasons if decision else [],
+        })
+
+    def _create(self, who: Who, request: GrantRequest, decision: Decision, requester: Principal,
+                target: Principal, ticket: TicketFacts | None, draft_id: str) -> RequestRecord:
+        now = request.created_at
+        record = RequestRecord(id=request.id, request=request, decision=decision,
+                               requester_name=requester.display_name or who.name,
+                               target_name=target.display_name, target_upn=target.upn, ticket_facts=ticket,
+                               created_at=now, updated_at=now)
+        event = {Outcome.AUTO_APPROVE: Event.AUTO_APPROVED, Outcome.NEEDS_APPROVAL: Event.SENT_FOR_APPROVAL,
+                 Outcome.DENY: Event.POLICY_DENIED}[decision.outcome]
+        record = record.apply(event, Actor.system("policy"), now, reason=decision.summary())
+        stored = self.store.create(record, draft_id=draft_id)
+        if stored.id != record.id:
+            return stored  # the same form was submitted twice; the first request stands
+        self.audit.append("request.submitted", actor=who.object_id, request_id=record.id, data={
+            "requester": request.requester, "target": request.target, "entitlement": request.entitlement,
+            "duration": int(request.duration.total_seconds()), "ticket": request.ticket,
+            "justification": request.justification, "source": request.source, "draft": draft_id,
+        })
+        self.audit.append("request.decided", actor="system:policy", request_id=record.id, data={
+            "outcome": decision.outcome.value, "lane": decision.lane, "reasons": decision.reasons,
+            "flags": list(decision.flags), "hints": list(decision.hints), "policy_digest": decision.policy_digest,
+            "approvers": [a.object_id for a in decision.approvers], "quorum": decision.quorum,
+            "rules": [{"rule": r.rule, "passed": r.passed} for r in decision.rules],
+        })
+        self.metrics.inc("requests", decision.outcome.value)
+        self._after_decision(record)
+        return record
+
+    def _after_decision(self, record: RequestRecord) -> None:
+        if record.state is State.APPROVED:
+            self.queue.enqueue(jobs.ACTIVATE_GRANT, record.id, jid=job_id("grant", record.id))
+        elif record.state is State.PENDING_APPROVAL:
+            self.queue.enqueue(jobs.NOTIFY_APPROVERS, record.id, jid=job_id("notify-approvers", record.id))
+
+    def record_triage(self, who: Who, draft_id: str, suggestion: dict[str, Any] | None,
+                      submitted: IntakeInput | None = None, prefill: dict[str, Any] | None = None) -> None:
+        """Audit what triage suggested and what the human changed before submitting (`request.triaged`)."""
+        changed = {}
+        if submitted is not None and prefill is not None:
+            for key, value in {"entitlement": submitted.entitlement, "duration_minutes": submitted.duration_minutes,
+                               "ticket": submitted.ticket, "target": submitted.target,
+                               "justification": submitted.justification}.items():
+                if prefill.get(key) != value:
+                    changed[key] = {"suggested": prefill.get(key), "submitted": value}
+        self.audit.append("request.triaged", actor=who.object_id, data={
+            "draft": draft_id, "suggestion": suggestion, "prefill": prefill, "changed_by_human": changed})
+
+    # --- votes ----------------------------------------------------------------------------------------------
+
+    def vote(self, request_id: str, who: Who, verdict: Verdict, *, reason: str = "",
+             terms: str | None = None, altered: tuple[str, ...] = ()) -> ActionResult:
+        policy = self.policies.current()
+        outcome: dict[str, Any] = {}
+
+        def change(record: RequestRecord) -> RequestRecord:
+            now = self.clock.now()
+            approver = authorise_vote(record, who.object_id, verdict, now, policy, terms=terms, reason=reason,
+                                      altered=altered)
+            if approver.name == "" and who.name:
+                approver = approver.model_copy(update={"name": who.name})
+            new, event = apply_vote(record, approver, verdict, now, reason=reason)
+            outcome["event"] = event
+            return new
+
+        try:
+            record = self.store.update(request_id, change)
+        except NotFoundError:
+            self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
+                              data={"code": "unknown_request", "verdict": verdict.value})
+            raise AccessError("There is no such request.", "unknown_request") from None
+        except ApprovalRefusedError as exc:
+            current = self.store.require(request_id)
+            self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
+                              data={"code": exc.code.value, "verdict": verdict.value, "state": current.state.value,
+                                    "clicker_name": who.name, "altered_fields": list(altered)})
+            return ActionResult(current, False, self._refusal_message(current, exc), exc.code.value)
+        event = outcome["event"]
+        self.metrics.inc("approvals", verdict.value)
+        name = {Event.APPROVED: "request.approved", Event.DENIED: "request.denied",
+                Event.APPROVAL_RECORDED: "approval.recorded"}[event]
+        self.audit.append(name, actor=who.object_id, request_id=request_id, data={
+            "verdict": verdict.value, "reason": reason, "version": record.version,
+            "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
+        self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
+                           jid=job_id("cards", request_id, record.version))
+        if record.state is State.APPROVED:
+            self.queue.enqueue(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
+        if record.state in {State.APPROVED, State.DENIED}:
+            self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
+        msg = {Event.APPROVED: "Approved.", Event.DENIED: "Denied.",
+               Event.APPROVAL_RECORDED: f"Approval recorded ({len(record.votes(Verdict.APPROVE))} of "
+                                        f"{record.decision.quorum})."}[event]
+        return ActionResult(record, True, msg)
+
+    @staticmethod
+    def _refusal_message(record: RequestRecord, exc: ApprovalRefusedError) -> str:
+        if exc.code.value == "not_pending":
+            decided = [a for a in record.approvals if a.verdict is Verdict.DENY] or record.approvals
+            if decided:
+                last = decided[-1]
+                verb = "approved" if last.verdict is Verdict.APPROVE else "denied"
+                return (f"Already {verb} by {last.approver_name or last.approver} at "
+                        f"{last.at:%Y-%m-%d %H:%M} UTC; the request is now {record.state.value.replace('_', ' ')}.")
+        return exc.message
+
+    # --- requester and approver actions ---------------------------------------------------------------------
+
+    def _is_party(self, record: RequestRecord, who: Who) -> bool:
+        oid = who.object_id.lower()
+        return oid in {record.request.requester, record.request.target}
+
+    def _is_current_approver(self, record: RequestRecord, who: Who) -> bool:
+        approvers = current_approvers(record, self.policies.current(), self.clock.now())
+        return any(a.object_id == who.object_id.lower() for a in approvers)
+
+    def can_view(self, record: RequestRecord, who: Who) -> bool:
+        return self._is_party(record, who) or self._is_current_approver(record, who)
+
+    def cancel(self, request_id: str, who: Who) -> ActionResult:
+        record = self._load(request_id)
+        if not self._is_party(record, who):
+            self._forbidden("request.cancel", record, who)
+        try:
+            new = self.store.update(request_id, lambda r: r.apply(Event.CANCELLED, who.actor, self.clock.now(),
+                                                                  reason="cancelled by requester",
+                                                                  end_reason="cancelled"))
+        except InvalidTransitionError:
+            current = self.store.require(request_id)
+            return ActionResult(current, False, f"This request is {current.state.value.replace('_', ' ')} and can "
+                                                f"no longer be cancelled.", "not_cancellable")
+        self.audit.append("request.cancelled", actor=who.object_id, request_id=request_id)
+        self.queue.enqueue(jobs.UPDATE_CARDS, request_id, new.version, jid=job_id("cards", request_id, new.version))
+        return ActionResult(new, True, "Cancelled.")
+
+    def deactivate(self, request_id: str, who: Who) -> ActionResult:
+        record = self._load(request_id)
+        if not (self._is_party(record, who) or self._is_current_approver(record, who)):
+            self._forbidden("grant.deactivate", record, who)
+        if record.state is State.REVOKING:
+            return ActionResult(record, False, "Deactivation is already under way.", "already_revoking")
+        try:
+            new = self.store.update(request_id, lambda r: r.apply(
+                Event.REVOCATION_STARTED, who.actor, self.clock.now(), reason="deactivated", end_reason="deactivated"))
+        except InvalidTransitionError:
+            return ActionResult(record, False, f"This request is {record.state.value.replace('_', ' ')}; there is "
+                                               f"no active access to deactivate.", "not_active")
+        self.audit.append("grant.deactivation_requested", actor=who.object_id, request_id=request_id)
+        generation = new.grant.generation if new.grant else 0
+        self.queue.enqueue(jobs.REVOKE_GRANT, request_id, generation, "deactivated",
+                           jid=job_id("revoke", request_id, generation, "now"), at_front=True)
+        return ActionResult(new, True, "Deactivating now.")
+
+    def extend(self, request_id: str, who: Who, minutes: int) -> ActionResult:
+        """An extension is a new request linked to the grant; policy runs again on the total duration."""
+        record = self._load(request_id)
+        if not self._is_party(record, who):
+            self._forbidden("grant.extend", record, who)
+        if record.state is not State.ACTIVE or record.grant is None:
+            return ActionResult(record, False, "Only active access can be extended.", "not_active")
+        if not 1 <= minutes <= MAX_MINUTES:
+            return ActionResult(record, False, "Give the extension in minutes (1 to 1440).", "bad_minutes")
+        policy = self.policies.current()
+        now = self.clock.now()
+        requester = self.principal(record.request.requester)
+        target = requester if record.request.target == requester.object_id else self.principal(record.request.target)
+        original = record.request
+        request = GrantRequest(id=new_request_id(), requester=original.requester, target=original.target,
+                               entitlement=original.entitlement, duration=timedelta(minutes=minutes),
+                               justification=original.justification, ticket=original.ticket, created_at=now,
+                               lane=record.decision.lane, extends=record.id, source=original.source)
+        already = record.grant.ends_at - record.grant.starts_at
+        facts = Facts(requester=requester, target=target, ticket=self.ticket_facts(original.ticket or ""),
+                      active_grants=tuple(self.store.open_grants_of(target.object_id)), already_granted=already)
+        decision = evaluate(request, facts, now, policy)
+        new = self._create(who, request, decision, requester, target, facts.ticket, draft_id=f"extend:{request.id}")
+        self.audit.append("grant.extension_requested", actor=who.object_id, request_id=record.id,
+                          data={"extension": new.id, "minutes": minutes, "outcome": decision.outcome.value})
+        if new.state is State.DENIED:
+            return ActionResult(record, False, "Extension denied: " + "; ".join(decision.reasons), "denied")
+        if new.state is State.PENDING_APPROVAL:
+            return ActionResult(record, True, f"Extension {new.id} is waiting for approval.", "pending")
+        return ActionResult(record, True, f"Extending by {minutes} minutes.", "extending")
+
+    def _load(self, request_id: str) -> RequestRecord:
+        record = self.store.get(request_id)
+        if record is None:
+            raise AccessError("There is no such request.", "unknown_request")
+        return record
+
+    def _forbidden(self, action: str, record: RequestRecord, who: Who) -> None:
+        self.audit.append("action.refused", actor=who.object_id, request_id=record.id,
+                          data={"action": action, "code": "not_a_party"})
+        raise AccessError("Only the requester, the person receiving access or a current approver can do that.",
+                          "not_a_party")
+
+    def retry_safe(self, fn: Any, *args: Any) -> Any:
+        """Run a state change once more when another process won the race."""
+        try:
+            return fn(*args)
+        except ConflictError:
+            return fn(*args)

@@ -1,0 +1,246 @@
+"""`breakglass policy ...` and `breakglass audit ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from policies.document import policy_json_schema
+from policies.durations import parse_duration
+from policies.engine import evaluate
+from policies.model import Facts, GrantRequest, Principal
+from services.policy_source import default_policy_path, read_policy
+from services.progress import Progress
+from services.runtime import Runtime
+from services.settings import get_settings
+
+
+def register_policy(sub: Any) -> None:
+    policy = sub.add_parser("policy", help="check, explain and describe the policy file")
+    psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    check = psub.add_parser("check", help="validate a policy file (exit 0 when valid)")
+    check.add_argument("file", nargs="?", type=Path, help="policy file (default: the configured one)")
+    check.set_defaults(func=cmd_policy_check)
+    schema = psub.add_parser("schema", help="print the JSON Schema of the policy file")
+    schema.set_defaults(func=cmd_policy_schema)
+    explain = psub.add_parser("explain", help="dry run: print the Decision for a request file as JSON")
+    explain.add_argument("--request", required=True, type=Path, help="JSON file: {request, facts, now}")
+    explain.add_argument("--policy", type=Path, help="policy file (default: the configured one)")
+    explain.set_defaults(func=cmd_policy_explain)
+
+
+def register_audit(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify, export and read the audit log")
+    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = asub.add_parser("verify", help="check the hash chain and signatures (exit 1 on tampering)")
+    verify.set_defaults(func=cmd_audit_verify)
+    export = asub.add_parser("export", help="export events for a SIEM or archive")
+    export.add_argument("--since", help="ISO 8601 time, e.g. 2026-11-01T00:00:00Z")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_audit_export)
+    show = asub.add_parser("show", help="print one request's audit trail")
+    show.add_argument("request_id")
+    show.set_defaults(func=cmd_audit_show)
+    checkpoint = asub.add_parser("checkpoint", help="sign the current head as a checkpoint")
+    checkpoint.set_defaults(func=cmd_audit_checkpoint)
+
+
+def _configured_policy_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    return get_settings().policy_file or default_policy_path()
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    path = _configured_policy_path(args.file)
+    doc = read_policy(path)
+    lanes = sum(len(e.lanes) for e in doc.entitlements)
+    print(f"OK: {path}: {len(doc.entitlements)} entitlements, {lanes} lanes, "
+          f"{len(doc.approver_groups)} approver groups (digest {doc.digest()})")
+    return 0
+
+
+def cmd_policy_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(policy_json_schema(), indent=2))
+    return 0
+
+
+def _principal(data: dict[str, Any] | None, fallback_id: str) -> Principal:
+    data = dict(data or {})
+    data.setdefault("object_id", fallback_id)
+    return Principal.model_validate(data)
+
+
+def load_explain_request(path: Path) -> tuple[GrantRequest, Facts, datetime]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    req = dict(doc["request"])
+    now = datetime.fromisoformat(doc["now"]) if doc.get("now") else datetime.now(UTC)
+    req.setdefault("id", "dry-run")
+    req.setdefault("target", req["requester"])
+    req.setdefault("created_at", now.isoformat())
+    req["duration"] = parse_duration(req["duration"])
+    request = GrantRequest.model_validate(req)
+    facts_doc = doc.get("facts", {})
+    requester = _principal(facts_doc.get("requester"), request.requester)
+    target = requester if request.target == requester.object_id else _principal(facts_doc.get("target"),
+                                                                                 request.target)
+    facts = Facts.model_validate({"requester": requester, "target": target, "ticket": facts_doc.get("ticket"),
+                                  "active_grants": facts_doc.get("active_grants", []),
+                                  "already_granted": parse_duration(facts_doc.get("already_granted", 0))})
+    return request, facts, now
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    policy = read_policy(_configured_policy_path(args.policy))
+    request, facts, now = load_explain_request(args.request)
+    decision = evaluate(request, facts, now, policy)
+    out = decision.model_dump(mode="json")
+    out["reasons"] = decision.reasons
+    out["summary"] = decision.summary()
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _runtime() -> Runtime:
+    settings = get_settings()
+    settings.require()
+    return Runtime(settings)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    result = _runtime().audit.verify()
+    print(result.render())
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    audit = _runtime().audit
+    since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
+    total = audit.count()
+    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
+    written = 0
+    try:
+        with Progress("exporting audit events", total, enabled=args.out is not None) as progress:
+            for line in audit.export(since):
+                out.write(line + "\n")
+                written += 1
+                progress.advance()
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {written} event(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    events = _runtime().audit.for_request(args.request_id)
+    if not events:
+        print(f"no audit events for {args.request_id}", file=sys.stderr)
+        return 1
+    for ev in events:
+        detail = json.dumps(ev.data, ensure_ascii=False, sort_keys=True)
+        print(f"{ev.seq:>7}  {ev.at}  {ev.event:<28} {ev.actor:<40} {detail}")
+    return 0
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    cp = _runtime().audit.checkpoint()
+    print(json.dumps(cp) if cp else "log is empty")
+    return 0
+
+
+def register_dev(sub: Any) -> None:
+    dev = sub.add_parser("dev", help="run everything locally: embedded Redis, emulators, bot, worker, scheduler")
+    dev.add_argument("--data-dir", type=Path, default=Path(".state/dev"), help="where state is kept")
+    dev.add_argument("--port", type=int, default=3978, help="bot port (default 3978)")
+    dev.add_argument("--at", help="pretend it is this time, e.g. 2026-11-23T10:00+01:00 (or 'monday')")
+    dev.add_argument("--speed", type=float, default=1.0, help="let time run this many times faster (demo use)")
+    dev.add_argument("--any-ports", action="store_true",
+                     help="let the emulators pick free ports instead of 3991-3994 (tests, parallel stacks)")
+    dev.set_defaults(func=cmd_dev)
+    demo = sub.add_parser("demo", help="play the two seed scenarios headlessly and print a timeline")
+    demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
+    demo.set_defaults(func=cmd_demo)
+    doctor = sub.add_parser("doctor", help="check configuration and reachability")
+    doctor.add_argument("--env-file", type=Path, help="load settings from this file (e.g. .state/dev/dev.env)")
+    doctor.set_defaults(func=cmd_doctor)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from services.devstack import DevConfig, DevStack, DevStackError, next_monday_10_berlin
+
+    at = None
+    if args.at:
+        at = next_monday_10_berlin() if args.at.lower() == "monday" else datetime.fromisoformat(args.at)
+        # Without an offset the time is UTC; with one, convert, since the banner and the clock work in UTC.
+        at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+    config = DevConfig(data_dir=args.data_dir,
+                       ports={"bot": args.port, **({k: 0 for k in fixed} if args.any_ports else fixed)},
+                       at=at, scale=args.speed)
+    stack = DevStack(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stack.start()
+    except DevStackError as exc:
+        stack.stop()
+        print(f"breakglass dev: {exc}", file=sys.stderr)
+        return 1
+    env_file = stack.data / "dev.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(stack.env.items())
+                                if k.startswith(("BREAKGLASS_", "Microsoft", "ENTRA_", "GRAPH_", "SERVICENOW_",
+                                                 "TEAMS_", "REDIS_URL", "REQUESTS_CA_BUNDLE"))))
+    env_file.chmod(0o600)
+    print(stack.describe())
+    print(f"""
+Try it (another terminal):
+  Microsoft 365 Agents Playground as the Teams client:
+    TEAMSAPPTESTER_BROWSER=none M365_AGENTS_PLAYGROUND_CONFIG_PATH=docs/playground/m365agentsplayground.yml \\
+      npx @microsoft/m365agentsplayground -e {stack.bot_url}/api/messages -c msteams
+    then open the URL it prints and type: Need Global Admin for 30 minutes to fix the CA lockout, INC0012345
+  Check the stack:   .venv/bin/breakglass doctor --env-file {env_file}
+  Read the audit:    set -a; . {env_file}; set +a; .venv/bin/breakglass audit verify
+
+Ctrl-C stops every process started here; state stays in {stack.data}.""", flush=True)
+    try:
+        while not stop.wait(1.0):
+            dead = stack.alive()
+            if dead:
+                print(f"breakglass dev: {', '.join(dead)} exited; see {stack.data / 'logs'}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping…", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+    return run_demo(args.keep)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import os
+
+    from services.doctor import FAIL, Doctor, render
+    from services.settings import Settings
+
+    if args.env_file:
+        for line in args.env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key and not key.startswith("#"):
+                os.environ[key.strip()] = value.strip()
+    checks = Doctor(Settings()).run()
+    print(render(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0

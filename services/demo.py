@@ -1,0 +1,278 @@
+"""`breakglass demo`: the two seed scenarios, played headlessly through the real HTTP endpoint exactly as Teams
+would send them, against an ephemeral dev stack whose clock runs 60x faster (30 minutes pass in 30 seconds).
+
+1. Conditional Access misfire: an Identity On-Call member who is not on shift asks for Global Administrator for
+   30 minutes on the P1 incident; the on-call identity lead approves in Teams; the grant, the receipt on the
+   ticket and the revocation at expiry follow.
+2. Security incident: the SecOps lead asks Security Administrator for the on-call responder during a P1; it is
+   approved by rule, granted, noticed and revoked at expiry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from cards.inspect import execute_data
+from cards.inspect import inputs as card_inputs
+from policies.record import RequestRecord
+from services.audit import AuditEvent
+from services.devstack import APPROVALS_CHANNEL, DEMO_TENANT, DevConfig, DevStack, next_monday_10_berlin
+from services.errors import ServiceError
+from services.policy_source import read_policy
+from services.runtime import Runtime
+from services.settings import Settings
+
+BOT = {"id": "28:bbbbbbbb-0000-0000-0000-000000000001", "name": "breakglass"}
+PEOPLE = {
+    "riley": ("cccccccc-0000-0000-0000-000000000001", "Riley Chen"),
+    "dana": ("cccccccc-0000-0000-0000-000000000002", "Dana Whitfield"),
+    "sam": ("cccccccc-0000-0000-0000-000000000003", "Sam Okafor"),
+    "bo": ("cccccccc-0000-0000-0000-000000000004", "Bo Achterberg"),
+    "jordan": ("cccccccc-0000-0000-0000-000000000005", "Jordan Reyes"),
+    "morgan": ("cccccccc-0000-0000-0000-000000000006", "Morgan Ellis"),
+    "kai": ("cccccccc-0000-0000-0000-000000000007", "Kai Lindqvist"),
+}
+SCALE = 60.0
+_ids = itertools.count(int(time.time() * 1000))
+
+STEPS = {
+    "request.submitted": "requested",
+    "request.decided": "decided",
+    "approval.requested": "sent for approval",
+    "request.approved": "approved",
+    "grant.requested": "grant requested in Graph",
+    "grant.activated": "granted",
+    "receipt.posted": "receipt",
+    "grant.revoke_requested": "revocation requested",
+    "grant.expired": "revoked at expiry",
+    "grant.revoked": "revoked",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DemoError(ServiceError):
+    pass
+
+
+@dataclass
+class Teams:
+    """Sends activities to the bot as Teams would, and reads what the bot sent back from the Bot Connector
+    emulator's control API."""
+
+    bot_url: str
+    connector_url: str
+
+    def _activity(self, alias: str, kind: str, **fields: Any) -> dict[str, Any]:
+        oid, name = PEOPLE[alias]
+        return {"type": kind, "id": str(next(_ids)), "channelId": "msteams", "serviceUrl": self.connector_url + "/",
+                "from": {"id": f"29:{alias}", "name": name, "aadObjectId": oid}, "recipient": BOT,
+                "conversation": {"conversationType": "personal", "tenantId": DEMO_TENANT, "id": f"a:demo-{alias}"},
+                "channelData": {"tenant": {"id": DEMO_TENANT}}, "locale": "en-US", **fields}
+
+    def post(self, activity: dict[str, Any]) -> Any:
+        response = requests.post(self.bot_url + "/api/messages", json=activity, timeout=30)
+        if response.status_code >= 400:
+            raise DemoError(f"the bot answered {response.status_code}: {response.text[:300]}")
+        return response.json() if response.content else None
+
+    def install(self) -> None:
+        activity = self._activity("dana", "conversationUpdate", membersAdded=[BOT])
+        activity["conversation"] = {"conversationType": "channel", "tenantId": DEMO_TENANT, "id": APPROVALS_CHANNEL}
+        activity["channelData"] = {"tenant": {"id": DEMO_TENANT}, "eventType": "teamMemberAdded",
+                                   "team": {"id": APPROVALS_CHANNEL, "name": "Identity Ops"},
+                                   "settings": {"selectedChannel": {"id": APPROVALS_CHANNEL}}}
+        self.post(activity)
+
+    def say(self, alias: str, text: str) -> dict[str, Any]:
+        self.post(self._activity(alias, "message", text=text, textFormat="plain"))
+        return self.wait_card(lambda a, c: a["conversationId"] == f"a:demo-{alias}" and "draftId" in json.dumps(c))
+
+    def click(self, alias: str, verb: str, data: dict[str, Any], reply_to: str) -> dict[str, Any]:
+        value = {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"}
+        body = self.post(self._activity(alias, "invoke", name="adaptiveCard/action", value=value, replyToId=reply_to))
+        return body["value"] if isinstance(body, dict) and body.get("statusCode") == 200 else {}
+
+    def activities(self) -> list[dict[str, Any]]:
+        state = requests.get(self.connector_url + "/_emulator/state", timeout=10).json()
+        out = []
+        for conversation in state["conversations"]:
+            for record in conversation["activities"]:
+                out.append({"conversationId": conversation["id"], "members": conversation.get("members", []),
+                            **record})
+        return out
+
+    def wait_card(self, match: Callable[[dict[str, Any], dict[str, Any]], bool],
+                  timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in reversed(self.activities()):
+                for attachment in record["current"].get("attachments") or []:
+                    card = attachment.get("content") or {}
+                    if match(record, card):
+                        return {"activity": record, "card": card}
+            time.sleep(0.2)
+        raise DemoError("the bot did not send the expected card in time")
+
+
+def button(card: dict[str, Any], verb: str) -> dict[str, Any]:
+    try:
+        return execute_data(card, verb)
+    except KeyError:
+        raise DemoError(f"the card has no {verb} button") from None
+
+
+class Demo:
+    def __init__(self, stack: DevStack, out: Any = sys.stdout):
+        self.stack = stack
+        self.out = out
+        settings = Settings(_env_file=None, **{  # type: ignore[arg-type]
+            "env": "development", "redis_url": stack.env["REDIS_URL"], "data_dir": stack.data,
+            "audit_hmac_key": stack.env["BREAKGLASS_AUDIT_HMAC_KEY"],
+            "clock_offset_s": float(stack.env["BREAKGLASS_CLOCK_OFFSET"]), "clock_scale": SCALE,
+            "clock_anchor": float(stack.env["BREAKGLASS_CLOCK_ANCHOR"])})
+        self.runtime = Runtime(settings)
+        self.teams = Teams(stack.bot_url, stack.urls["botconnector"])
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def progress(self, text: str) -> None:
+        print(f"  … {text}", file=self.out, flush=True)
+
+    def wait_state(self, request_id: str, states: set[str], timeout: float = 90) -> RequestRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.runtime.store.get(request_id)
+            if record is not None and record.state.value in states:
+                return record
+            time.sleep(0.2)
+        raise DemoError(f"{request_id} did not reach {sorted(states)} in time")
+
+    def submit(self, alias: str, text: str, **changes: Any) -> RequestRecord:
+        sent = self.teams.say(alias, text)
+        card = sent["card"]
+        values = {k: v for k, v in card_inputs(card).items() if v is not None}
+        data = {**button(card, "request.submit"), **values, **changes}
+        before = {r.id for r in self.runtime.store.by_requester(PEOPLE[alias][0], 50)}
+        result = self.teams.click(alias, "request.submit", data, sent["activity"]["id"])
+        created = [r for r in self.runtime.store.by_requester(PEOPLE[alias][0], 50) if r.id not in before]
+        if not created:
+            raise DemoError("the request was not accepted: " + json.dumps(result)[:400])
+        return self.wait_state(created[0].id, {"pending_approval", "approved", "activating", "active"})
+
+    def timeline(self, request_id: str) -> list[str]:
+        events: list[AuditEvent] = self.runtime.audit.for_request(request_id)
+        lines = []
+        for ev in events:
+            if ev.event not in STEPS:
+                continue
+            label = STEPS[ev.event]
+            detail = self._detail(ev)
+            lines.append(f"    {datetime.fromisoformat(ev.at):%H:%M:%S}  {label:<26} {detail}")
+        return lines
+
+    @staticmethod
+    def _detail(ev: AuditEvent) -> str:
+        d = ev.data
+        if ev.event == "request.decided":
+            reasons = "; ".join(d.get("reasons") or []) or "all rules passed"
+            return f"{d.get('outcome')}: {reasons}"[:200]
+        if ev.event == "request.approved":
+            return f"by {PEOPLE_BY_ID.get(ev.actor, ev.actor)}"
+        if ev.event == "grant.activated":
+            return f"{d.get('mode')} assignment until {d.get('ends_at', '')[11:19]}"
+        if ev.event == "receipt.posted":
+            return f"{d.get('kind')}: {d.get('part')}"
+        if ev.event in {"grant.expired", "grant.revoked"}:
+            late = float(d.get("late_seconds") or 0)
+            return (f"removed in Graph: {d.get('removed_in_graph')}, {late:.0f} s after expiry in demo time "
+                    f"({late / SCALE:.2f} s real)")
+        if ev.event == "approval.requested":
+            return f"notified {', '.join(PEOPLE_BY_ID.get(n, n) for n in d.get('notified', []))}"
+        if ev.event == "request.submitted":
+            return f"{d.get('entitlement')} for {d.get('duration', 0) // 60} min, ticket {d.get('ticket')}"
+        return ""
+
+    def scenario_one(self) -> str:
+        policy = read_policy(self.runtime.settings.policy_file)
+        now = self.runtime.clock.now()
+        on_shift = policy.rotations["identity-oncall"].on_call(now).object_id
+        requester = "kai" if on_shift == PEOPLE["sam"][0] else "sam"
+        self.say("Scenario 1 — Conditional Access misfire locked out admins (P1 INC0012345 in ServiceNow)")
+        self.say(f"  {PEOPLE[requester][1]} is in Identity On-Call but not on shift; asks in Teams:")
+        text = "Need Global Admin for 30 minutes to fix the Conditional Access lockout, INC0012345"
+        self.say(f'    "{text}"')
+        record = self.submit(requester, text)
+        self.progress(f"{record.id}: {record.decision.summary()}")
+        approval = self.teams.wait_card(lambda a, c: "29:dana" in a["members"] and record.id in json.dumps(c)
+                                        and "request.approve" in json.dumps(c))
+        self.progress("Dana Whitfield (on-call identity lead) clicks Approve on the card in Teams")
+        data = button(approval["card"], "request.approve")
+        self.teams.click("dana", "request.approve", data, approval["activity"]["id"])
+        self.wait_state(record.id, {"active"})
+        self.progress("granted; waiting for the 30 minutes to pass (30 s at 60x)")
+        self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
+        return record.id
+
+    def scenario_two(self) -> str:
+        self.say("Scenario 2 — security incident (P1 INC0012346): SecOps asks elevation for the on-call responder")
+        text = "Security Admin for 30 minutes for the on-call responder to contain the token theft, INC0012346"
+        self.say(f'    Morgan Ellis: "{text}"')
+        record = self.submit("morgan", text, entitlement="security-admin", target="jordan@contoso.example",
+                             duration="30")
+        self.progress(f"{record.id}: {record.decision.summary()}")
+        self.wait_state(record.id, {"active"})
+        self.progress("granted to Jordan Reyes; waiting for expiry (30 s at 60x)")
+        self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
+        return record.id
+
+    def run(self) -> int:
+        self.teams.install()
+        ids = [self.scenario_one()]
+        self.say("")
+        ids.append(self.scenario_two())
+        self.say("")
+        self.say("Timelines (product time; the demo clock runs 60x faster than real time):")
+        for rid in ids:
+            record = self.runtime.store.require(rid)
+            self.say(f"  {rid}  {record.decision.entitlement_name} for {record.target_name} — {record.state.value}")
+            for line in self.timeline(rid):
+                self.say(line)
+        self.say("")
+        result = self.runtime.audit.verify()
+        self.say(f"audit verify: {result.render()}")
+        return 0 if result.ok else 1
+
+
+PEOPLE_BY_ID = {oid: name for oid, name in PEOPLE.values()}
+
+
+def run_demo(keep: Path | None = None) -> int:
+    data = keep or Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
+    ports = {"bot": free_port(), "entra": 0, "graph": 0, "servicenow": 0, "botconnector": 0}
+    config = DevConfig(data_dir=data, ports=ports, at=next_monday_10_berlin(), scale=SCALE,
+                       approvals_channel=APPROVALS_CHANNEL,
+                       extra_env={"BREAKGLASS_RECONCILE_INTERVAL": "5", "BREAKGLASS_RECEIPT_BACKOFF": "1"})
+    print(f"breakglass demo: starting an ephemeral stack in {data} (embedded Redis, emulators, bot, worker, "
+          f"scheduler).", flush=True)
+    print(f"The demo clock starts at {config.at:%a %Y-%m-%d %H:%M} UTC (business hours in Berlin) and runs 60x "
+          "faster than real time, so a 30-minute grant ends after 30 seconds.\n", flush=True)
+    with DevStack(config) as stack:
+        return Demo(stack).run()

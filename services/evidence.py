@@ -1,0 +1,82 @@
+"""The evidence pack attached to the ticket: what was asked, why it was allowed, who approved, what Graph did,
+and the audit events (with their hashes, so the pack can be checked against the log later)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from policies.durations import format_duration
+from policies.record import RequestRecord
+from services.audit import AuditEvent
+
+
+def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: datetime) -> dict[str, Any]:
+    r, d, g = record.request, record.decision, record.grant
+    return {
+        "schema": "breakglass.evidence/1",
+        "generated_at": generated_at.isoformat(),
+        "request": {"id": record.id, "state": record.state.value, "requester": r.requester,
+                    "requester_name": record.requester_name, "target": r.target, "target_name": record.target_name,
+                    "target_upn": record.target_upn, "entitlement": r.entitlement, "role": d.entitlement_name,
+                    "role_definition_id": d.role_definition_id, "lane": d.lane,
+                    "duration_seconds": int(r.duration.total_seconds()), "justification": r.justification,
+                    "ticket": r.ticket, "source": r.source, "created_at": r.created_at.isoformat()},
+        "decision": {"outcome": d.outcome.value, "reasons": d.reasons, "flags": list(d.flags), "hints": list(d.hints),
+                     "policy_digest": d.policy_digest, "quorum": d.quorum,
+                     "rules": [{"rule": x.rule, "passed": x.passed, "effect": x.effect.value, "reason": x.reason}
+                               for x in d.rules]},
+        "approvals": [{"approver": a.approver, "name": a.approver_name, "verdict": a.verdict.value,
+                       "reason": a.reason, "at": a.at.isoformat(), "request_version": a.request_version}
+                      for a in record.approvals],
+        "grant": None if g is None else {
+            "mode": g.mode.value, "principal_id": g.principal_id, "role_definition_id": g.role_definition_id,
+            "scope": g.scope, "generation": g.generation, "starts_at": g.starts_at.isoformat(),
+            "ends_at": g.ends_at.isoformat(), "assignment_id": g.assignment_id,
+            "schedule_request_id": g.schedule_request_id, "adopted": g.adopted},
+        "transitions": [t.model_dump(mode="json") for t in record.history],
+        "end_reason": record.end_reason,
+        "audit": [{"seq": e.seq, "at": e.at, "event": e.event, "actor": e.actor, "hash": e.hash} for e in events],
+    }
+
+
+def evidence_json(pack: dict[str, Any]) -> bytes:
+    return json.dumps(pack, indent=2, ensure_ascii=False).encode()
+
+
+def evidence_markdown(pack: dict[str, Any]) -> bytes:
+    req, dec, grant = pack["request"], pack["decision"], pack["grant"]
+    lines = [
+        f"# breakglass evidence — {req['id']}",
+        "",
+        f"- **Role:** {req['role']} (`{req['role_definition_id']}`)"
+        + (f", lane `{req['lane']}`" if req["lane"] else ""),
+        f"- **Requested by:** {req['requester_name']} (`{req['requester']}`)",
+        f"- **For:** {req['target_name']} (`{req['target']}`)",
+        f"- **Duration asked:** {format_duration_seconds(req['duration_seconds'])}",
+        f"- **Ticket:** {req['ticket'] or '-'}",
+        f"- **Justification:** {req['justification']}",
+        f"- **Decision:** {dec['outcome']} (policy {dec['policy_digest']})",
+    ]
+    for reason in dec["reasons"]:
+        lines.append(f"  - {reason}")
+    lines.append("")
+    lines.append("## Approvals")
+    lines.extend([f"- {a['verdict']} by {a['name'] or a['approver']} at {a['at']}" + (f": {a['reason']}"
+                                                                                   if a["reason"] else "")
+                  for a in pack["approvals"]] or ["- approved by rule"])
+    lines += ["", "## Grant"]
+    if grant:
+        lines += [f"- **Mode:** {grant['mode']}", f"- **Start:** {grant['starts_at']}",
+                  f"- **End:** {grant['ends_at']}", f"- **Assignment:** `{grant['assignment_id']}`"]
+    else:
+        lines.append("- none")
+    lines += ["", "## Audit trail", "", "| seq | time | event | actor | hash |", "|---|---|---|---|---|"]
+    lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {e['actor']} | `{e['hash'][:16]}…` |" for e in pack["audit"]]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def format_duration_seconds(seconds: int) -> str:
+    from datetime import timedelta
+    return format_duration(timedelta(seconds=seconds))

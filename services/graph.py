@@ -1,0 +1,260 @@
+"""Microsoft Graph (application permissions): PIM schedule requests and instances, direct role assignments,
+users and their transitive groups. Implements `services.ports.Graph`.
+
+Errors are mapped by Graph's `error.code`, never by the message (PROTOCOL_NOTES §5). Writes pass the shared Redis
+write limiter before every attempt, so all workers together stay under `BREAKGLASS_GRAPH_WRITE_RATE`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import isodate
+import redis
+import requests
+
+from services.http import BearerAuth, HttpClient, RetryPolicy, UpstreamError, error_body, origin
+from services.limiter import RateLimiter
+from services.ports import (
+    ActiveDurationTooShortError,
+    DirectAssignment,
+    GraphError,
+    GraphForbiddenError,
+    GraphNotFoundError,
+    GraphThrottledError,
+    GraphUnavailableError,
+    RoleAssignmentDoesNotExistError,
+    RoleAssignmentExistsError,
+    ScheduleInstance,
+    ScheduleRequest,
+)
+from services.tokens import TokenProvider
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+RM = "roleManagement/directory"
+USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled"
+MAX_PAGES = 200
+USER_NOT_FOUND_CODES = frozenset({"Request_ResourceNotFound", "ResourceNotFound"})
+CODE_ERRORS: dict[str, type[GraphError]] = {
+    "RoleAssignmentExists": RoleAssignmentExistsError,
+    "RoleAssignmentDoesNotExist": RoleAssignmentDoesNotExistError,
+    "ActiveDurationTooShort": ActiveDurationTooShortError,
+}
+
+
+def graph_error(exc: UpstreamError) -> GraphError:
+    """The port's error type for a failed call: by error.code first, then by what kind of failure it was."""
+    status = exc.status or 0
+    code = exc.code or (f"HTTP{status}" if status else exc.kind.capitalize())
+    detail = exc.message or exc.kind
+    message = f"{detail} [{exc.method} {exc.path}; {exc.attempts} attempt{'s' if exc.attempts > 1 else ''}]"
+    cls: type[GraphError]
+    if exc.code in CODE_ERRORS:
+        cls = CODE_ERRORS[exc.code]
+    elif exc.throttled:
+        cls, status = GraphThrottledError, 429
+    elif exc.unavailable:
+        cls = GraphUnavailableError
+    elif status == 403:
+        cls = GraphForbiddenError
+    elif status == 404:
+        cls = GraphNotFoundError
+    else:
+        cls = GraphError
+    return cls(status, code, message, retry_after=exc.retry_after)
+
+
+def iso_datetime(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_duration(value: timedelta) -> str:
+    """`PT30M`, `PT1H30M`, `PT24H` (whole seconds, hours not folded into days)."""
+    total = round(value.total_seconds())
+    if total < 0:
+        raise ValueError("duration must not be negative")
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
+    return "PT" + (text or "0S")
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)  # 3.11: "Z" and 7 fractional digits (Graph's form) are accepted
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def parse_duration(value: str | None) -> timedelta | None:
+    if not value:
+        return None
+    parsed = isodate.parse_duration(value)
+    return parsed if isinstance(parsed, timedelta) else parsed.totimedelta(start=datetime.now(UTC))
+
+
+def odata_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _filter(**conditions: str | None) -> dict[str, str] | None:
+    terms = [f"{name} eq {odata_string(value)}" for name, value in conditions.items() if value]
+    return {"$filter": " and ".join(terms)} if terms else None
+
+
+def schedule_request(data: Mapping[str, Any]) -> ScheduleRequest:
+    info = data.get("scheduleInfo") or {}
+    expiration = info.get("expiration") or {}
+    return ScheduleRequest(
+        id=str(data["id"]), status=str(data.get("status") or ""), action=str(data.get("action") or ""),
+        principal_id=str(data.get("principalId") or ""), role_definition_id=str(data.get("roleDefinitionId") or ""),
+        directory_scope_id=str(data.get("directoryScopeId") or "/"), start=parse_datetime(info.get("startDateTime")),
+        duration=parse_duration(expiration.get("duration")), target_schedule_id=data.get("targetScheduleId"))
+
+
+def schedule_instance(data: Mapping[str, Any]) -> ScheduleInstance:
+    return ScheduleInstance(
+        id=str(data["id"]), principal_id=str(data.get("principalId") or ""),
+        role_definition_id=str(data.get("roleDefinitionId") or ""),
+        directory_scope_id=str(data.get("directoryScopeId") or "/"), start=parse_datetime(data.get("startDateTime")),
+        end=parse_datetime(data.get("endDateTime")), assignment_type=str(data.get("assignmentType") or "Assigned"),
+        member_type=str(data.get("memberType") or "Direct"), schedule_id=data.get("roleAssignmentScheduleId"))
+
+
+def direct_assignment(data: Mapping[str, Any]) -> DirectAssignment:
+    return DirectAssignment(id=str(data["id"]), principal_id=str(data.get("principalId") or ""),
+                            role_definition_id=str(data.get("roleDefinitionId") or ""),
+                            directory_scope_id=str(data.get("directoryScopeId") or "/"))
+
+
+class GraphClient:
+    """`services.ports.Graph` plus the directory reads `GraphDirectory` needs."""
+
+    def __init__(self, base_url: str, tokens: Any, *, limiter: RateLimiter | None = None, timeout: float = 15.0,
+                 retry: RetryPolicy | None = None, limiter_timeout_s: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.base_url = base_url.rstrip("/")
+        self.tokens = tokens
+        self.http = HttpClient("graph", base_url=self.base_url, timeout=timeout, retry=retry,
+                               auth=BearerAuth(tokens), limiter=limiter, limiter_timeout_s=limiter_timeout_s,
+                               sleep=sleep)
+
+    # --- plumbing ---
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except UpstreamError as exc:
+            raise graph_error(exc) from None
+
+    def _list(self, path: str, params: Mapping[str, Any] | None = None,
+              headers: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every item of a collection, following @odata.nextLink (only back to the same origin: the bearer token
+        must never be sent anywhere else)."""
+        url: str | None = self.http.url(path, params)
+        items: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return items
+            body = self._call("GET", url, headers=headers).json()
+            items.extend(body.get("value") or [])
+            url = body.get("@odata.nextLink")
+            if url is not None and origin(url) != origin(self.base_url):
+                raise GraphError(0, "UntrustedNextLink", "Graph returned a nextLink to another host; not followed")
+        raise GraphError(0, "TooManyPages", f"more than {MAX_PAGES} pages at {path}")
+
+    # --- PIM schedule requests ---
+
+    def _schedule_request(self, body: dict[str, Any]) -> ScheduleRequest:
+        return schedule_request(self._call("POST", f"{RM}/roleAssignmentScheduleRequests", json=body).json())
+
+    @staticmethod
+    def _schedule(start: datetime, duration: timedelta) -> dict[str, Any]:
+        if duration <= timedelta(0):
+            raise ValueError("duration must be positive")
+        return {"startDateTime": iso_datetime(start),
+                "expiration": {"type": "afterDuration", "duration": iso_duration(duration)}}
+
+    def assign_pim(self, *, principal_id: str, role_id: str, scope: str, start: datetime, duration: timedelta,
+                   justification: str, ticket_number: str | None, ticket_system: str | None) -> ScheduleRequest:
+        body: dict[str, Any] = {
+            "action": "adminAssign", "principalId": principal_id, "roleDefinitionId": role_id,
+            "directoryScopeId": scope or "/", "justification": justification,
+            "scheduleInfo": self._schedule(start, duration),
+        }
+        if ticket_number:
+            body["ticketInfo"] = {"ticketNumber": ticket_number, "ticketSystem": ticket_system}
+        return self._schedule_request(body)
+
+    def update_pim(self, *, principal_id: str, role_id: str, scope: str, start: datetime, duration: timedelta,
+                   justification: str) -> ScheduleRequest:
+        return self._schedule_request({
+            "action": "adminUpdate", "principalId": principal_id, "roleDefinitionId": role_id,
+            "directoryScopeId": scope or "/", "justification": justification,
+            "scheduleInfo": self._schedule(start, duration),
+        })
+
+    def remove_pim(self, *, principal_id: str, role_id: str, scope: str, justification: str) -> ScheduleRequest:
+        return self._schedule_request({
+            "action": "adminRemove", "principalId": principal_id, "roleDefinitionId": role_id,
+            "directoryScopeId": scope or "/", "justification": justification,
+        })
+
+    def instances(self, *, principal_id: str | None = None, role_id: str | None = None) -> list[ScheduleInstance]:
+        rows = self._list(f"{RM}/roleAssignmentScheduleInstances",
+                          _filter(principalId=principal_id, roleDefinitionId=role_id))
+        return [schedule_instance(row) for row in rows]
+
+    # --- direct role assignments ---
+
+    def direct_assignments(self, *, principal_id: str | None = None,
+                           role_id: str | None = None) -> list[DirectAssignment]:
+        rows = self._list(f"{RM}/roleAssignments", _filter(principalId=principal_id, roleDefinitionId=role_id))
+        return [direct_assignment(row) for row in rows]
+
+    def create_direct(self, *, principal_id: str, role_id: str, scope: str) -> DirectAssignment:
+        body = {"@odata.type": "#microsoft.graph.unifiedRoleAssignment", "principalId": principal_id,
+                "roleDefinitionId": role_id, "directoryScopeId": scope or "/"}
+        return direct_assignment(self._call("POST", f"{RM}/roleAssignments", json=body).json())
+
+    def delete_direct(self, assignment_id: str) -> None:
+        self._call("DELETE", f"{RM}/roleAssignments/{quote(assignment_id, safe='')}")
+
+    # --- directory ---
+
+    def user(self, id_or_upn: str) -> dict[str, Any] | None:
+        """The user by object id or UPN (id, displayName, userPrincipalName, mail, accountEnabled); None if none."""
+        response = self._call("GET", f"users/{quote(id_or_upn.strip(), safe='@')}", params={"$select": USER_FIELDS},
+                              allow=(404,))
+        if response.status_code == 404:
+            body = error_body(response)
+            error = body.get("error") if isinstance(body, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            if code in USER_NOT_FOUND_CODES:
+                return None
+            raise GraphNotFoundError(404, str(code or "HTTP404"), f"GET {response.request.path_url.split('?')[0]}"
+                                     " answered 404 without Graph's not-found error (check GRAPH_BASE_URL)")
+        data = response.json()
+        return {key: data.get(key) for key in USER_FIELDS.split(",")}
+
+    def user_group_ids(self, user_id: str) -> set[str]:
+        """Object ids of every group the user is in, directly or through nested groups."""
+        rows = self._list(f"users/{quote(user_id, safe='@')}/transitiveMemberOf/microsoft.graph.group",
+                          {"$select": "id", "$top": 999, "$count": "true"}, headers={"ConsistencyLevel": "eventual"})
+        return {str(row["id"]).lower() for row in rows if row.get("id")}
+
+
+def build_graph(settings: Settings, redis_client: redis.Redis | None) -> GraphClient:
+    tokens = TokenProvider.for_graph(settings, redis_client)
+    limiter = RateLimiter(redis_client, f"{settings.key_prefix}:ratelimit:graph-writes", settings.graph_write_rate,
+                          settings.graph_write_burst)
+    return GraphClient(settings.graph_base_url, tokens, limiter=limiter, timeout=settings.graph_timeout_s,
+                       retry=RetryPolicy.from_settings(settings), limiter_timeout_s=settings.graph_write_wait_s)

@@ -1,0 +1,233 @@
+"""Everything breakglass says in Teams outside a user's own turn: approval cards to the on-call approver and the
+approvals channel, escalations, card updates for every copy after a decision, receipts and alerts.
+
+Each copy of a request's card is remembered on the request (CardRef) so that after any transition every copy is
+re-rendered from the stored state and PUT back — not only the clicker's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cards.approval import approval_base_card, approval_card, decided_card
+from cards.lists import message_card
+from cards.receipt import alert_card, grant_receipt_card
+from cards.status import request_card
+from policies.approval import current_approvers
+from policies.lifecycle import State
+from policies.model import Approver, CardRef
+from policies.record import RequestRecord
+from services.audit import AuditLog
+from services.clock import Clock
+from services.policy_source import PolicySource
+from services.ports import Teams, TeamsError
+from services.store import RequestStore
+from services.teams_users import TeamsChannel, TeamsUsers
+
+log = logging.getLogger(__name__)
+SYSTEM = "system:notifier"
+
+
+def card_activity(card: dict[str, Any], summary: str = "") -> dict[str, Any]:
+    activity: dict[str, Any] = {"type": "message", "attachments": [
+        {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]}
+    if summary:
+        activity["summary"] = summary[:200]
+    return activity
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    tenant_id: str
+    service_url: str
+    approvals_channel_id: str | None = None
+    alerts_channel_id: str | None = None
+
+
+class Notifier:
+    def __init__(self, *, store: RequestStore, audit: AuditLog, teams: Teams, policies: PolicySource, clock: Clock,
+                 channels: ChannelConfig):
+        self.store = store
+        self.audit = audit
+        self.teams = teams
+        self.policies = policies
+        self.clock = clock
+        self.channels = channels
+        self.users = TeamsUsers(store)
+
+    # --- where to post ----------------------------------------------------------------------------------------
+
+    def channel(self, kind: str) -> TeamsChannel | None:
+        configured = (self.channels.approvals_channel_id if kind == "approvals" else self.channels.alerts_channel_id)
+        if configured:
+            return TeamsChannel(kind=kind, service_url=self.channels.service_url, channel_id=configured,
+                                tenant_id=self.channels.tenant_id)
+        learned = self.users.channel(kind)
+        if learned is None and kind == "alerts":
+            return self.channel("approvals")
+        return learned
+
+    def _personal(self, object_id: str) -> tuple[str, str, str] | None:
+        """(service_url, conversation_id, teams_id) of the user's 1:1 chat, creating it if needed."""
+        user = self.users.get(object_id)
+        if user is None:
+            return None
+        service_url = user.service_url or self.channels.service_url
+        conversation = user.conversation_id
+        if not conversation:
+            conversation = self.teams.create_personal(service_url, user.teams_id,
+                                                      user.tenant_id or self.channels.tenant_id)
+            self.users.remember(replace(user, conversation_id=conversation))
+        return service_url, conversation, user.teams_id
+
+    def teams_ids(self, approvers: list[Approver]) -> list[str]:
+        out = []
+        for a in approvers:
+            user = self.users.get(a.object_id)
+            if user is not None:
+                out.append(user.teams_id)
+        return out
+
+    def _add_cards(self, request_id: str, refs: list[CardRef]) -> RequestRecord:
+        now = self.clock.now()
+
+        def change(r: RequestRecord) -> RequestRecord:
+            known = {(c.conversation_id, c.activity_id) for c in r.cards}
+            new = [c for c in refs if (c.conversation_id, c.activity_id) not in known]
+            return r.with_changes(now, cards=(*r.cards, *new)) if new else r
+
+        return self.store.update(request_id, change)
+
+    # --- approvals ----------------------------------------------------------------------------------------------
+
+    def notify_approvers(self, request_id: str, *, backups: bool = False) -> list[str]:
+        record = self.store.require(request_id)
+        if record.state is not State.PENDING_APPROVAL:
+            return []
+        now = self.clock.now()
+        approvers = current_approvers(record, self.policies.current(), now)
+        ids = self.teams_ids(approvers)
+        refs: list[CardRef] = []
+        reached: list[str] = []
+        unreachable: list[str] = []
+        if not backups:
+            channel = self.channel("approvals")
+            if channel is not None:
+                try:
+                    conv, activity = self.teams.post_to_channel(
+                        channel.service_url, channel.channel_id,
+                        card_activity(approval_base_card(record, now, ids), f"Approval needed: {record.id}"),
+                        channel.tenant_id or self.channels.tenant_id)
+                    refs.append(CardRef(service_url=channel.service_url, conversation_id=conv, activity_id=activity,
+                                        audience="channel"))
+                    reached.append(f"channel:{channel.channel_id}")
+                except TeamsError as exc:
+                    unreachable.append(f"channel:{channel.channel_id} ({exc.status})")
+        wanted = [a for a in approvers if (a.backup if backups else a.notify_first)]
+        for approver in wanted:
+            try:
+                target = self._personal(approver.object_id)
+                if target is None:
+                    unreachable.append(f"{approver.name or approver.object_id} (has not used the bot yet)")
+                    continue
+                service_url, conversation, teams_id = target
+                activity_id = self.teams.send(service_url, conversation, card_activity(
+                    approval_card(record, now, ids), f"Approval needed: {record.id}"))
+                refs.append(CardRef(service_url=service_url, conversation_id=conversation, activity_id=activity_id,
+                                    audience="approver", user_id=teams_id))
+                reached.append(approver.object_id)
+            except TeamsError as exc:
+                unreachable.append(f"{approver.name or approver.object_id} ({exc.status})")
+        if refs:
+            self._add_cards(request_id, refs)
+        self.audit.append("approval.escalated" if backups else "approval.requested", actor=SYSTEM,
+                          request_id=request_id, data={"notified": reached, "unreachable": unreachable})
+        if not [r for r in reached if not r.startswith("channel:")]:
+            self.alert("Approval request could not reach an approver personally", [
+                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Unreachable", "; ".join(unreachable) or "no approver has used the bot yet")], "warning")
+        return reached
+
+    def update_cards(self, request_id: str) -> int:
+        """Re-render every copy of the request's card from the stored state."""
+        record = self.store.require(request_id)
+        now = self.clock.now()
+        pending = record.state is State.PENDING_APPROVAL
+        ids = self.teams_ids(current_approvers(record, self.policies.current(), now)) if pending else []
+        updated = 0
+        for ref in record.cards:
+            if ref.audience == "requester":
+                card = request_card(record, now=now, viewer="requester")
+            elif ref.audience == "approver":
+                card = approval_card(record, now, ids) if pending else decided_card(record, now)
+            else:
+                card = approval_base_card(record, now, ids) if pending else decided_card(record, now)
+            try:
+                self.teams.update(ref.service_url, ref.conversation_id, ref.activity_id, card_activity(card))
+                updated += 1
+            except TeamsError as exc:
+                log.warning("card update failed", extra={"request_id": request_id, "status": exc.status})
+        self.audit.append("cards.updated", actor=SYSTEM, request_id=request_id,
+                          data={"state": record.state.value, "copies": len(record.cards), "updated": updated,
+                                "version": record.version})
+        return updated
+
+    def tell_requester(self, request_id: str, text: str) -> bool:
+        record = self.store.require(request_id)
+        target = self._personal(record.request.requester)
+        if target is None:
+            return False
+        service_url, conversation, _ = target
+        try:
+            self.teams.send(service_url, conversation, card_activity(message_card(text), text))
+            return True
+        except TeamsError:
+            return False
+
+    def send_request_card(self, request_id: str) -> bool:
+        record = self.store.require(request_id)
+        target = self._personal(record.request.requester)
+        if target is None:
+            self.audit.append("notify.unreachable", actor=SYSTEM, request_id=request_id,
+                              data={"who": record.request.requester, "why": "has not used the bot yet"})
+            return False
+        service_url, conversation, teams_id = target
+        activity_id = self.teams.send(service_url, conversation, card_activity(
+            request_card(record, now=self.clock.now(), viewer="requester"),
+            f"Request {record.id} was created from {record.request.ticket}"))
+        self._add_cards(request_id, [CardRef(service_url=service_url, conversation_id=conversation,
+                                             activity_id=activity_id, audience="requester", user_id=teams_id)])
+        return True
+
+    # --- receipts and alerts ------------------------------------------------------------------------------------
+
+    def channel_receipt(self, request_id: str, rollback: str) -> bool:
+        record = self.store.require(request_id)
+        channel = self.channel("approvals")
+        if channel is None:
+            return False
+        conv, activity = self.teams.post_to_channel(
+            channel.service_url, channel.channel_id,
+            card_activity(grant_receipt_card(record, self.clock.now(), rollback), f"Access granted: {record.id}"),
+            channel.tenant_id or self.channels.tenant_id)
+        self._add_cards(request_id, [CardRef(service_url=channel.service_url, conversation_id=conv,
+                                             activity_id=activity, audience="channel")])
+        return True
+
+    def alert(self, title: str, facts: list[tuple[str, str]], severity: str = "warning", details: str = "") -> bool:
+        channel = self.channel("alerts")
+        self.audit.append("alert.raised", actor=SYSTEM, data={"title": title, "facts": dict(facts),
+                                                              "severity": severity, "details": details[:1000]})
+        if channel is None:
+            log.error("alert with no channel configured", extra={"title": title, "facts": dict(facts)})
+            return False
+        try:
+            self.teams.post_to_channel(channel.service_url, channel.channel_id,
+                                       card_activity(alert_card(title, facts, severity, details), title),  # type: ignore[arg-type]
+                                       channel.tenant_id or self.channels.tenant_id)
+            return True
+        except TeamsError as exc:
+            log.error("alert could not be posted", extra={"title": title, "status": exc.status})
+            return False

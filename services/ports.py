@@ -1,0 +1,178 @@
+"""Interfaces the workflow depends on; the Graph and ITSM clients implement them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from policies.model import Principal, TicketFacts
+from services.errors import ServiceError
+
+
+class DirectoryError(ServiceError):
+    """The directory (Microsoft Graph) could not be reached or refused the lookup."""
+
+
+class TicketingUnavailableError(ServiceError):
+    """The ticketing system could not be reached or refused the call."""
+
+
+class Directory(Protocol):
+    def principal(self, key: str) -> Principal | None:
+        """A user by object id or UPN, with transitive group ids; None when no such user exists."""
+        ...
+
+
+class Ticketing(Protocol):
+    system: str
+
+    def get_ticket(self, number: str) -> TicketFacts:
+        """The ticket's facts; `exists=False` when there is no such ticket."""
+        ...
+
+    def add_note(self, ticket: TicketFacts, text: str) -> None: ...
+
+    def attach(self, ticket: TicketFacts, filename: str, content: bytes, content_type: str) -> None: ...
+
+    def open_child_incident(self, parent: TicketFacts | None, short_description: str, description: str) -> str:
+        """Open an incident (child of `parent` when given); returns its number."""
+        ...
+
+
+# --- Microsoft Graph -----------------------------------------------------------------------------------------
+
+class GraphError(ServiceError):
+    """A Graph call failed; `code` is Graph's error.code (branch on it, never on the message)."""
+
+    def __init__(self, status: int, code: str, message: str = "", retry_after: float | None = None):
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"Graph {status} {code}: {message}")
+
+
+class RoleAssignmentExistsError(GraphError):
+    pass
+
+
+class RoleAssignmentDoesNotExistError(GraphError):
+    pass
+
+
+class ActiveDurationTooShortError(GraphError):
+    """PIM refuses to remove an assignment within 5 minutes of its activation."""
+
+
+class GraphForbiddenError(GraphError):
+    pass
+
+
+class GraphNotFoundError(GraphError):
+    pass
+
+
+class GraphThrottledError(GraphError):
+    """429 after the client's own retries ran out."""
+
+
+class GraphUnavailableError(GraphError):
+    """5xx, timeouts or connection resets after the client's own bounded retries."""
+
+
+@dataclass(frozen=True)
+class ScheduleInstance:
+    """An active PIM role assignment (roleAssignmentScheduleInstance); end None means permanent."""
+
+    id: str
+    principal_id: str
+    role_definition_id: str
+    directory_scope_id: str
+    start: datetime | None
+    end: datetime | None
+    assignment_type: str = "Assigned"
+    member_type: str = "Direct"
+    schedule_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    id: str
+    status: str
+    action: str
+    principal_id: str
+    role_definition_id: str
+    directory_scope_id: str
+    start: datetime | None = None
+    duration: timedelta | None = None
+    target_schedule_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DirectAssignment:
+    id: str
+    principal_id: str
+    role_definition_id: str
+    directory_scope_id: str
+
+
+class Graph(Protocol):
+    """The Microsoft Graph calls breakglass makes (application permissions)."""
+
+    def assign_pim(self, *, principal_id: str, role_id: str, scope: str, start: datetime, duration: timedelta,
+                   justification: str, ticket_number: str | None, ticket_system: str | None) -> ScheduleRequest: ...
+
+    def update_pim(self, *, principal_id: str, role_id: str, scope: str, start: datetime, duration: timedelta,
+                   justification: str) -> ScheduleRequest:
+        """adminUpdate: change the expiration of the existing assignment (extensions, overlapping grants)."""
+        ...
+
+    def remove_pim(self, *, principal_id: str, role_id: str, scope: str, justification: str) -> ScheduleRequest: ...
+
+    def instances(self, *, principal_id: str | None = None, role_id: str | None = None) -> list[ScheduleInstance]:
+        ...
+
+    def direct_assignments(self, *, principal_id: str | None = None,
+                           role_id: str | None = None) -> list[DirectAssignment]: ...
+
+    def create_direct(self, *, principal_id: str, role_id: str, scope: str) -> DirectAssignment: ...
+
+    def delete_direct(self, assignment_id: str) -> None: ...
+
+
+# --- Teams (Bot Connector REST) ----------------------------------------------------------------------------
+
+class TeamsError(ServiceError):
+    def __init__(self, status: int, code: str = "", message: str = ""):
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"Bot Connector {status} {code}: {message}")
+
+
+class Teams(Protocol):
+    """Proactive messaging through the Bot Connector REST API (serviceUrl of the tenant's region)."""
+
+    def send(self, service_url: str, conversation_id: str, activity: dict[str, Any]) -> str:
+        """Post an activity to a conversation; returns the new activity id."""
+        ...
+
+    def reply(self, service_url: str, conversation_id: str, reply_to_id: str, activity: dict[str, Any]) -> str:
+        """Reply within a turn (POST .../activities/{replyToId}); returns the new activity id."""
+        ...
+
+    def update(self, service_url: str, conversation_id: str, activity_id: str, activity: dict[str, Any]) -> None: ...
+
+    def members(self, service_url: str, conversation_id: str) -> list[dict[str, Any]]:
+        """The roster of a team or chat: TeamsChannelAccount dicts (id, name, aadObjectId, userPrincipalName)."""
+        ...
+
+    def create_personal(self, service_url: str, user_id: str, tenant_id: str) -> str:
+        """Open (or reopen) the 1:1 chat with a user (Teams id 29:...); returns the conversation id."""
+        ...
+
+    def post_to_channel(self, service_url: str, channel_id: str, activity: dict[str, Any],
+                        tenant_id: str) -> tuple[str, str]:
+        """Start a new thread in a channel; returns (conversation id of the thread, activity id)."""
+        ...

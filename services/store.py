@@ -1,0 +1,386 @@
+"""Redis persistence: requests (with votes, grant and history), indexes, and the grant ledger.
+
+Every state change is a compare-and-set: the caller passes a function old -> new that is re-run on fresh data
+if another process changed the record in between (WATCH/MULTI). Indexes are written in the same transaction,
+so a reader never sees a request in a state set it has left.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.exceptions import WatchError
+
+from policies.lifecycle import State
+from policies.model import ActiveGrantFact
+from policies.record import RequestRecord
+from services.errors import ConflictError, NotFoundError, StaleVersionError
+
+MAX_CAS_ATTEMPTS = 50
+ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: ids are typed in chat ("cancel BG-7K3F9Q")
+
+
+def new_request_id() -> str:
+    return "BG-" + "".join(secrets.choice(ID_ALPHABET) for _ in range(6))
+
+
+def _ts(when: datetime) -> float:
+    return when.timestamp()
+
+
+class Keys:
+    def __init__(self, prefix: str = "bg"):
+        self.p = prefix
+
+    def request(self, rid: str) -> str:
+        return f"{self.p}:req:{rid}"
+
+    def state(self, state: State | str) -> str:
+        return f"{self.p}:idx:state:{State(state).value}"
+
+    def requester(self, oid: str) -> str:
+        return f"{self.p}:idx:requester:{oid}"
+
+    def target(self, oid: str) -> str:
+        return f"{self.p}:idx:target:{oid}"
+
+    def approver(self, oid: str) -> str:
+        return f"{self.p}:idx:approver:{oid}"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.p}:idx:grant_expiry"
+
+    @property
+    def approval_due(self) -> str:
+        return f"{self.p}:idx:approval_due"
+
+    def draft(self, draft_id: str) -> str:
+        return f"{self.p}:draft:{draft_id}"
+
+    def seen(self, token: str) -> str:
+        return f"{self.p}:seen:{token}"
+
+    def ledger(self, principal: str, role: str, scope: str) -> str:
+        return f"{self.p}:ledger:{principal}:{role}:{quote(scope, safe='')}"
+
+    @property
+    def ledgers_with_assignment(self) -> str:
+        return f"{self.p}:idx:ledger_assigned"
+
+    def kv(self, kind: str, key: str) -> str:
+        return f"{self.p}:{kind}:{key}"
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    key: str
+    generation: int
+    assignment_id: str | None
+    mode: str | None
+    holders: dict[str, float] = field(default_factory=dict)  # request id -> ends_at epoch seconds
+    # "<request id>:<generation>" while the last holder's revoke is removing the assignment from Graph: a new
+    # holder must not share it (it is about to disappear) but wait until ledger_cleared.
+    removing: str | None = None
+
+    @property
+    def latest_end(self) -> float | None:
+        return max(self.holders.values()) if self.holders else None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What ending one holder means for the Graph assignment."""
+
+    remove_assignment: bool
+    stale: bool  # the request did not hold this ledger (old job, or already released)
+    remaining: dict[str, float]
+    generation: int
+    assignment_id: str | None
+
+
+def encode(record: RequestRecord) -> bytes:
+    """Records are stored zlib-compressed: one is ~5 KB of JSON (the decision with every rule in words, the full
+    history, votes, card copies) and compresses about 3x, and Redis keeps one per request."""
+    return zlib.compress(record.model_dump_json().encode())
+
+
+def decode(raw: bytes | str) -> RequestRecord:
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    if not data.startswith(b"{"):  # compressed (plain JSON written by earlier versions is read as it is)
+        data = zlib.decompress(data)
+    return RequestRecord.model_validate_json(data)
+
+
+class RequestStore:
+    def __init__(self, client: redis.Redis, prefix: str = "bg"):
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    # --- requests ------------------------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        raw = self.redis.get(self.keys.request(request_id))
+        return decode(raw) if raw is not None else None
+
+    def require(self, request_id: str) -> RequestRecord:
+        record = self.get(request_id)
+        if record is None:
+            raise NotFoundError(f"no request {request_id}")
+        return record
+
+    def get_many(self, ids: Iterable[str]) -> list[RequestRecord]:
+        ids = list(ids)
+        if not ids:
+            return []
+        raws = self.redis.mget([self.keys.request(i) for i in ids])
+        return [decode(r) for r in raws if r is not None]
+
+    def create(self, record: RequestRecord, draft_id: str | None = None) -> RequestRecord:
+        """Insert a new request. With a draft id, a second submit of the same form returns the first request."""
+        key = self.keys.request(record.id)
+        with self.redis.pipeline() as pipe:
+            for _ in range(MAX_CAS_ATTEMPTS):
+                try:
+                    watched = [key] + ([self.keys.draft(draft_id)] if draft_id else [])
+                    pipe.watch(*watched)
+                    if draft_id:
+                        existing = pipe.get(self.keys.draft(draft_id))
+                        if existing is not None:
+                            pipe.unwatch()
+                            return self.require(existing.decode())
+                    if pipe.exists(key):
+                        raise ConflictError(f"request {record.id} already exists")
+                    pipe.multi()
+                    pipe.set(key, encode(record))
+                    if draft_id:
+                        pipe.set(self.keys.draft(draft_id), record.id, ex=7 * 86400)
+                    created = _ts(record.created_at)
+                    pipe.zadd(self.keys.requester(record.request.requester), {record.id: created})
+                    pipe.zadd(self.keys.target(record.request.target), {record.id: created})
+                    self._index(pipe, None, record)
+                    pipe.execute()
+                    return record
+                except WatchError:
+                    continue
+        raise ConflictError(f"could not create request {record.id}")
+
+    def update(self, request_id: str, change: Callable[[RequestRecord], RequestRecord], *,
+               expected_version: int | None = None) -> RequestRecord:
+        """Compare-and-set. `change` may raise (e.g. InvalidTransitionError); then nothing is written.
+        Returning the record unchanged is a no-op."""
+        key = self.keys.request(request_id)
+        with self.redis.pipeline() as pipe:
+            for _ in range(MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise NotFoundError(f"no request {request_id}")
+                    old = decode(raw)
+                    if expected_version is not None and old.version != expected_version:
+                        raise StaleVersionError(request_id, expected_version, old.version)
+                    new = change(old)
+                    if new is old or new == old:
+                        pipe.unwatch()
+                        return old
+                    if new.version <= old.version:
+                        raise ConflictError("a change must bump the record version")
+                    pipe.multi()
+                    pipe.set(key, encode(new))
+                    self._index(pipe, old, new)
+                    pipe.execute()
+                    return new
+                except WatchError:
+                    continue
+        raise ConflictError(f"request {request_id} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+    def _index(self, pipe: Any, old: RequestRecord | None, new: RequestRecord) -> None:
+        k = self.keys
+        if old is None or old.state != new.state:
+            if old is not None:
+                pipe.srem(k.state(old.state), new.id)
+            pipe.sadd(k.state(new.state), new.id)
+        pending = new.state is State.PENDING_APPROVAL
+        for approver in new.decision.approvers:
+            if pending:
+                pipe.sadd(k.approver(approver.object_id), new.id)
+            else:
+                pipe.srem(k.approver(approver.object_id), new.id)
+        if pending:
+            due = new.approval_deadline if new.escalated_at or new.escalation_due is None else new.escalation_due
+            if due is not None:
+                pipe.zadd(k.approval_due, {new.id: _ts(due)})
+        else:
+            pipe.zrem(k.approval_due, new.id)
+        if new.state.holds_access and new.grant is not None:
+            pipe.zadd(k.expiry, {new.id: _ts(new.grant.ends_at)})
+        elif not new.state.holds_access:
+            pipe.zrem(k.expiry, new.id)
+
+    # --- queries -------------------------------------------------------------------------------------------
+
+    def ids_in_state(self, state: State) -> list[str]:
+        return sorted(m.decode() for m in self.redis.smembers(self.keys.state(state)))
+
+    def in_state(self, state: State) -> list[RequestRecord]:
+        return self.get_many(self.ids_in_state(state))
+
+    def count_in_state(self, state: State) -> int:
+        return int(self.redis.scard(self.keys.state(state)))
+
+    def by_requester(self, oid: str, limit: int = 20) -> list[RequestRecord]:
+        ids = [m.decode() for m in self.redis.zrevrange(self.keys.requester(oid.lower()), 0, limit - 1)]
+        return self.get_many(ids)
+
+    def by_target(self, oid: str, limit: int = 50) -> list[RequestRecord]:
+        ids = [m.decode() for m in self.redis.zrevrange(self.keys.target(oid.lower()), 0, limit - 1)]
+        return self.get_many(ids)
+
+    def pending_for_approver(self, oid: str) -> list[RequestRecord]:
+        ids = sorted(m.decode() for m in self.redis.smembers(self.keys.approver(oid.lower())))
+        return [r for r in self.get_many(ids) if r.state is State.PENDING_APPROVAL]
+
+    def open_grants_of(self, oid: str) -> list[ActiveGrantFact]:
+        """What the target already holds or is about to hold: facts for the concurrency rules."""
+        out = []
+        for r in self.by_target(oid, limit=200):
+            if r.state in {State.PENDING_APPROVAL, State.APPROVED, State.ACTIVATING, State.ACTIVE, State.REVOKING}:
+                out.append(ActiveGrantFact(request_id=r.id, entitlement=r.request.entitlement, state=r.state.value,
+                                           ends_at=r.grant.ends_at if r.grant else None))
+        return out
+
+    def due_expiries(self, now: datetime, limit: int = 1000) -> list[tuple[str, float]]:
+        """Grants whose end has passed: an indexed range query, so the cost grows with what is due, not with
+        the number of active grants."""
+        rows = self.redis.zrangebyscore(self.keys.expiry, "-inf", _ts(now), start=0, num=limit, withscores=True)
+        return [(m.decode(), float(s)) for m, s in rows]
+
+    def expiry_of(self, request_id: str) -> float | None:
+        score = self.redis.zscore(self.keys.expiry, request_id)
+        return float(score) if score is not None else None
+
+    def count_active_grants(self) -> int:
+        return int(self.redis.zcard(self.keys.expiry))
+
+    def due_approvals(self, now: datetime, limit: int = 500) -> list[str]:
+        rows = self.redis.zrangebyscore(self.keys.approval_due, "-inf", _ts(now), start=0, num=limit)
+        return [m.decode() for m in rows]
+
+    # --- idempotency -----------------------------------------------------------------------------------------
+
+    def first_time(self, token: str, ttl_s: int = 86400) -> bool:
+        """True the first time a token (a Teams activity id, a webhook delivery id) is seen."""
+        return bool(self.redis.set(self.keys.seen(token), b"1", nx=True, ex=ttl_s))
+
+    # --- small documents (conversation references, user directory cache) -----------------------------------
+
+    def put_doc(self, kind: str, key: str, value: dict[str, Any], ttl_s: int | None = None) -> None:
+        self.redis.set(self.keys.kv(kind, key), json.dumps(value, sort_keys=True), ex=ttl_s)
+
+    def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.kv(kind, key))
+        return json.loads(raw) if raw is not None else None
+
+    # --- grant ledger ---------------------------------------------------------------------------------------
+
+    def ledger(self, principal: str, role: str, scope: str = "/") -> LedgerState:
+        key = self.keys.ledger(principal.lower(), role.lower(), scope)
+        return self._read_ledger(self.redis, key)
+
+    def _read_ledger(self, conn: Any, key: str) -> LedgerState:
+        raw = conn.hgetall(key)
+        holders = conn.zrange(key + ":holders", 0, -1, withscores=True)
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return LedgerState(key=key, generation=int(data.get("generation", 0)),
+                           assignment_id=data.get("assignment_id") or None, mode=data.get("mode") or None,
+                           holders={m.decode(): float(s) for m, s in holders}, removing=data.get("removing") or None)
+
+    def _ledger_cas(self, principal: str, role: str, scope: str,
+                    change: Callable[[LedgerState, Any], Any]) -> Any:
+        key = self.keys.ledger(principal.lower(), role.lower(), scope)
+        with self.redis.pipeline() as pipe:
+            for _ in range(MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key, key + ":holders")
+                    state = self._read_ledger(pipe, key)
+                    pipe.multi()
+                    result = change(state, pipe)
+                    pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+        raise ConflictError(f"ledger {key} kept changing")
+
+    def ledger_hold(self, principal: str, role: str, scope: str, request_id: str, ends_at: datetime) -> LedgerState:
+        """Register a request as a holder of (principal, role, scope); returns the ledger as it now is."""
+        end = _ts(ends_at)
+
+        def change(state: LedgerState, pipe: Any) -> LedgerState:
+            pipe.zadd(state.key + ":holders", {request_id: end})
+            return LedgerState(state.key, state.generation, state.assignment_id, state.mode,
+                               {**state.holders, request_id: end}, state.removing)
+
+        return self._ledger_cas(principal, role, scope, change)
+
+    def ledger_assigned(self, principal: str, role: str, scope: str, assignment_id: str, mode: str,
+                        *, new_assignment: bool) -> int:
+        """Record the Graph assignment backing the ledger; a newly created one starts a new generation."""
+
+        def change(state: LedgerState, pipe: Any) -> int:
+            generation = state.generation + 1 if new_assignment or state.generation == 0 else state.generation
+            pipe.hset(state.key, mapping={"generation": generation, "assignment_id": assignment_id, "mode": mode,
+                                          "updated_at": datetime.now(UTC).isoformat()})
+            pipe.sadd(self.keys.ledgers_with_assignment, state.key)
+            return generation
+
+        return self._ledger_cas(principal, role, scope, change)
+
+    def ledger_release(self, principal: str, role: str, scope: str, request_id: str, generation: int) -> Release:
+        """End one holder. The assignment may be removed only if nobody else holds it AND it is still the
+        generation this request was granted in: an old revoke can never remove a newer grant. Deciding to remove
+        marks the ledger "removing" in the same transaction, so a grant arriving meanwhile waits instead of
+        sharing an assignment that is about to go; a retried revoke whose removal is still pending gets the same
+        answer again."""
+        mine = f"{request_id}:{generation}"
+
+        def change(state: LedgerState, pipe: Any) -> Release:
+            if request_id not in state.holders:
+                pending = state.removing == mine and state.assignment_id is not None
+                return Release(pending, not pending, state.holders, state.generation, state.assignment_id)
+            remaining = {k: v for k, v in state.holders.items() if k != request_id}
+            pipe.zrem(state.key + ":holders", request_id)
+            same_generation = state.generation == generation
+            remove = not remaining and same_generation and state.assignment_id is not None
+            if remove:
+                pipe.hset(state.key, "removing", mine)
+            return Release(remove, not same_generation, remaining, state.generation, state.assignment_id)
+
+        return self._ledger_cas(principal, role, scope, change)
+
+    def ledger_cleared(self, principal: str, role: str, scope: str, generation: int) -> bool:
+        """After Graph confirmed removal: forget the assignment unless a newer generation replaced it."""
+
+        def change(state: LedgerState, pipe: Any) -> bool:
+            # New holders may be waiting for exactly this removal; otherwise nobody may hold it any more.
+            if state.generation != generation or (state.holders and not state.removing):
+                return False
+            pipe.hdel(state.key, "assignment_id", "mode", "removing")
+            pipe.srem(self.keys.ledgers_with_assignment, state.key)
+            return True
+
+        return self._ledger_cas(principal, role, scope, change)
+
+    def ledgers_with_assignment(self) -> list[str]:
+        return sorted(m.decode() for m in self.redis.smembers(self.keys.ledgers_with_assignment))
+
+    def read_ledger_key(self, key: str) -> LedgerState:
+        return self._read_ledger(self.redis, key)

@@ -1,0 +1,120 @@
+"""`breakglass dev`, `breakglass doctor` and `breakglass demo` as a newcomer runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BREAKGLASS_", "Microsoft", "ENTRA_", "GRAPH_", "SERVICENOW_", "TEAMS_", "REDIS_URL"))}
+    env.update(extra)
+    return env
+
+
+def start_dev(data: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "dev", "--data-dir", str(data), "--port",
+                             str(port), "--any-ports", *extra], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Ctrl-C stops every process"):
+            return proc, lines
+    proc.kill()
+    raise AssertionError("dev stack did not come up:\n" + "".join(lines[-40:]))
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_dev(proc: subprocess.Popen[str]) -> str:
+    children = descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    psutil.wait_procs(children, timeout=20)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "orphans left"
+    return out
+
+
+@pytest.mark.slow
+def test_dev_stack_runs_doctor_green_refuses_a_second_copy_and_keeps_state(tmp_path):
+    data = tmp_path / "dev"
+    port = free_port()
+    proc, lines = start_dev(data, port)
+    try:
+        banner = "".join(lines)
+        assert f"http://127.0.0.1:{port}/api/messages" in banner
+        assert "npx @microsoft/m365agentsplayground" in banner
+        doctor = subprocess.run([sys.executable, "-m", "services.cli", "doctor", "--env-file", str(data / "dev.env")],
+                                cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "all checks passed" in doctor.stdout
+        assert " FAIL " not in doctor.stdout
+        twice = subprocess.run([sys.executable, "-m", "services.cli", "dev", "--data-dir", str(data), "--port",
+                                str(free_port()), "--any-ports"], cwd=ROOT, env=clean_env(), capture_output=True,
+                               text=True, timeout=60)
+        assert twice.returncode == 1 and "already running" in twice.stderr
+    finally:
+        stop_dev(proc)
+    # Second run on the same state: the audit chain written by the first still verifies.
+    proc, _ = start_dev(data, free_port())
+    try:
+        env = clean_env(**dict(line.split("=", 1) for line in (data / "dev.env").read_text().splitlines()))
+        verify = subprocess.run([sys.executable, "-m", "services.cli", "audit", "verify"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        stop_dev(proc)
+
+
+def test_doctor_names_each_problem_of_a_broken_configuration(tmp_path):
+    env = clean_env(BREAKGLASS_ENV="production", REDIS_URL="redis://127.0.0.1:1/0", BREAKGLASS_ITSM="servicenow",
+                    BREAKGLASS_AUDIT_HMAC_KEY="short", ENTRA_AUTHORITY_HOST="http://login.example",
+                    BREAKGLASS_POLICY_FILE=str(tmp_path / "missing.yaml"))
+    result = subprocess.run([sys.executable, "-m", "services.cli", "doctor"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    for expected in ["MicrosoftAppId is not set", "ENTRA_CLIENT_ID is not set", "must be https",
+                     "shorter than 32 characters", "cannot read the policy file", "Redis", "servicenow"]:
+        assert expected in out, (expected, out)
+    assert "Traceback" not in out + result.stderr
+
+
+@pytest.mark.slow
+def test_demo_plays_both_scenarios_and_the_audit_verifies(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--keep", str(tmp_path / "demo")],
+                            cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=300)
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "Scenario 1" in out and "Scenario 2" in out
+    assert "Waiting for approval by Dana Whitfield" in out and "Auto-approved for 30 minutes" in out
+    assert out.count("revoked at expiry") == 2
+    assert "audit verify: OK" in out
