@@ -448,7 +448,8 @@ class Stack:
     def __init__(self, workdir: Path | None = None, *, keep: bool = False, seed: dict[str, Any] | None = None):
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="breakglass-bench-"))
         self.keep = keep
-        self.offset_s = (MONDAY_10_BERLIN - datetime.now(UTC)).total_seconds()
+        # Whole seconds, as in production (offset 0): grant ends then fall on real whole seconds (see AlignedScheduler).
+        self.offset_s = float(round((MONDAY_10_BERLIN - datetime.now(UTC)).total_seconds()))
         self.redis = RedisServer(self.workdir)
         self.emulators = Emulators(self.workdir, self.offset_s, seed or {})
         self.product = Product(self.workdir, self.redis.url, self.emulators, self.offset_s)

@@ -2,7 +2,7 @@
 
 Measured in the bench process, calling the same code the processes run each tick, against the same Redis:
 `Reconciler.tick()` (built by the product's `Services`) and rq-scheduler's loop body (heartbeat, lock,
-`enqueue_jobs`, heartbeat, unlock) on a `Scheduler` built as `breakglass scheduler` builds it. The product's
+`enqueue_jobs`, heartbeat, unlock) on an `AlignedScheduler` built as `breakglass scheduler` builds it. The product's
 scheduler and workers are stopped meanwhile, so nothing else touches Redis.
 
 Every scale sees the same due work: the reconciler runs on a frozen clock, and ten grants end inside its look-ahead
@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from rq_scheduler import Scheduler
-
 from bench.core import Ctx, Row, ms, wait_idle
 from bench.env import ProductConfig
 from bench.m_expiry import real_template
@@ -24,14 +22,14 @@ from bench.population import Requests, bench_services, ends_spread, synthetic_gr
 from bench.stats import percentile
 from policies.model import GrantMode
 from services.clock import FixedClock
-from services.queue import JSONJob, JSONQueue
+from services.queue import AlignedScheduler, JSONJob, JSONQueue
 from services.runtime import Runtime
 from services.wiring import Services
 
 UPCOMING = 10
 
 
-def _scheduler_tick(scheduler: Scheduler) -> None:
+def _scheduler_tick(scheduler: AlignedScheduler) -> None:
     scheduler.heartbeat()
     if scheduler.acquire_lock():
         scheduler.enqueue_jobs()
@@ -52,7 +50,7 @@ def measure_ticks(ctx: Ctx) -> list[Row]:
     frozen = FixedClock(services.runtime.clock.now())
     ticking = Services(Runtime(services.settings, clock=frozen, client=client))
     reconciler = ticking.reconciler
-    scheduler = Scheduler(queue=JSONQueue(connection=client), connection=client,
+    scheduler = AlignedScheduler(queue=JSONQueue(connection=client), connection=client,
                           interval=services.settings.scheduler_interval_s, job_class=JSONJob, queue_class=JSONQueue)
     now = frozen.now()
     users = iter(synthetic_users(max(sizes.tick_scales) + UPCOMING))

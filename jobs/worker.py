@@ -152,8 +152,9 @@ def run_scheduler(burst: bool = False) -> int:
 
     def run(generation: int) -> bool:
         # A fresh instance (and name) per loop: the previous one may still look registered after losing Redis.
-        scheduler = Scheduler(queue=q.JSONQueue(connection=runtime.redis), connection=runtime.redis,
-                              interval=settings.scheduler_interval_s, job_class=q.JSONJob, queue_class=q.JSONQueue)
+        scheduler = q.AlignedScheduler(queue=q.JSONQueue(connection=runtime.redis), connection=runtime.redis,
+                                       interval=settings.scheduler_interval_s, job_class=q.JSONJob,
+                                       queue_class=q.JSONQueue)
         ensure_periodic(scheduler, settings.reconcile_interval_s)
         scheduler.run(burst=burst)  # returns only in burst mode; SIGTERM raises SystemExit
         return True

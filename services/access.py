@@ -297,18 +297,18 @@ class AccessService:
                                     "clicker_name": who.name, "altered_fields": list(altered)})
             return ActionResult(current, False, self._refusal_message(current, exc), exc.code.value)
         event = outcome["event"]
-        self.metrics.inc("approvals", verdict.value)
         name = {Event.APPROVED: "request.approved", Event.DENIED: "request.denied",
                 Event.APPROVAL_RECORDED: "approval.recorded"}[event]
         self.audit.append(name, actor=who.object_id, request_id=request_id, data={
             "verdict": verdict.value, "reason": reason, "version": record.version,
             "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
+        if record.state is State.APPROVED:  # first: the grant is what the requester is waiting for
+            self.queue.enqueue(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
         self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
                            jid=job_id("cards", request_id, record.version))
-        if record.state is State.APPROVED:
-            self.queue.enqueue(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
         if record.state in {State.APPROVED, State.DENIED}:
             self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
+        self.metrics.inc("approvals", verdict.value)
         msg = {Event.APPROVED: "Approved.", Event.DENIED: "Denied.",
                Event.APPROVAL_RECORDED: f"Approval recorded ({len(record.votes(Verdict.APPROVE))} of "
                                         f"{record.decision.quorum})."}[event]

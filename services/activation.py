@@ -122,7 +122,9 @@ class GrantService:
         role = record.decision.role_definition_id
         scope = self._scope(record)
         duration = record.decision.granted_duration or record.request.duration
-        start = self.clock.now()
+        # Whole seconds: rq-scheduler fires on whole seconds, so an end on one is revoked at the tick that starts
+        # it rather than up to a second later (the start moves back by under a second; the length is unchanged).
+        start = self.clock.now().replace(microsecond=0)
         end = start + duration
         ledger = self.store.ledger_hold(principal, role, scope, record.id, end)
         if ledger.removing:

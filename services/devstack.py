@@ -136,7 +136,7 @@ class DevStack:
     def _offset_s(self) -> float:
         if self.config.at is None:
             return 0.0
-        return (self.config.at - datetime.fromtimestamp(self.anchor, UTC)).total_seconds()
+        return float(round((self.config.at - datetime.fromtimestamp(self.anchor, UTC)).total_seconds()))
 
     def _signing_secret(self) -> str:
         path = self.data / "emulator-secret"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,8 @@ WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 JOB_MONITORING_INTERVAL_S = 5
 ABANDONED_AFTER_S = 20
 # A scheduled job this far past its time means rq-scheduler is not running; it no longer counts as pending. (Scores
-# are rounded up to whole seconds and the scheduler polls every second, so a live scheduler is never this late.)
+# are rounded up to whole seconds and the scheduler ticks just after every second, so a live scheduler is never this
+# late.)
 OVERDUE_AFTER_S = 2
 
 
@@ -62,6 +64,44 @@ class JSONJob(Job):
     @classmethod
     def fetch(cls, id: str, connection: redis.Redis | None = None, serializer: Any = None) -> JSONJob:
         return super().fetch(id, connection=connection, serializer=JSONSerializer)  # type: ignore[return-value]
+
+
+# How long after a whole second the scheduler ticks: enough for the second to have begun on this host's clock.
+TICK_LAG_S = 0.01
+
+
+def seconds_to_next_tick(now: float, interval: float) -> float:
+    """Time until the next tick on the grid of whole multiples of `interval` (plus TICK_LAG_S)."""
+    step = max(interval, 0.001)
+    return (math.floor((now - TICK_LAG_S) / step) + 1) * step + TICK_LAG_S - now
+
+
+class AlignedScheduler(Scheduler):
+    """rq-scheduler with its ticks on whole seconds. Scores are whole seconds and stock rq-scheduler ticks every
+    `interval` from whenever the process started, so a job due at second S waited up to a further second for the
+    next tick; ticking just after each whole second enqueues it at S + TICK_LAG_S. Grants start and end on whole
+    seconds (GrantService.activate), so an expiry is enqueued within milliseconds of its time."""
+
+    def run(self, burst: bool = False) -> None:
+        self.register_birth()
+        self._install_signal_handlers()
+        try:
+            while True:
+                self.heartbeat()
+                if self.acquire_lock():
+                    try:
+                        self.enqueue_jobs()
+                        self.heartbeat()
+                    finally:
+                        self.remove_lock()
+                    if burst:
+                        break
+                else:
+                    self.log.debug("another scheduler holds the lock; skipping this tick")
+                time.sleep(seconds_to_next_tick(time.time(), self._interval))
+        finally:
+            self.remove_lock()
+            self.register_death()
 
 
 class JSONQueue(Queue):

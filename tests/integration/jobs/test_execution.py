@@ -9,6 +9,7 @@ from pathlib import Path
 
 from policies.lifecycle import State
 from services.access import Who
+from services.activation import revoke_job_id
 from tests.factories import PEOPLE
 from tests.harness import Product, start_product
 from tests.integration.jobs.conftest import submit
@@ -201,3 +202,21 @@ def test_reconciler_recreates_a_deleted_scheduled_revoke_and_names_it(product):
     assert product.services.queue.scheduled_at(jid) is not None
     alerts = [e for e in product.audit.for_request(record.id) if e.event == "reconciler.alert"]
     assert alerts and "missing" in alerts[0].data["title"]
+
+
+def test_direct_grants_start_and_end_on_whole_seconds_and_the_revoke_is_scheduled_for_the_end(
+        tmp_path, redis_client, redis_url):
+    # rq-scheduler fires on whole seconds: an end on one is revoked at the tick that starts it. (In PIM mode Entra
+    # sets the start, and removes the assignment itself at the end.)
+    product = start_product(tmp_path, redis_client, redis_url, grant_mode="direct")
+    try:
+        record = submit(product, "sam", seconds=600)
+        product.run_jobs()
+        grant = product.store.get(record.id).grant
+        assert grant is not None
+        assert grant.starts_at.microsecond == 0 and grant.ends_at.microsecond == 0
+        assert grant.ends_at - grant.starts_at == timedelta(seconds=600)
+        due = product.services.queue.scheduled_at(revoke_job_id(record.id, grant.generation))
+        assert due is not None and timedelta(0) <= due - grant.ends_at < timedelta(seconds=1)
+    finally:
+        product.stop()
