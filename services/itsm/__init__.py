@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from policies.model import TicketFacts
 from services.http import RetryPolicy, UpstreamError
 from services.ports import Ticketing, TicketingUnavailableError
 
@@ -48,6 +49,14 @@ def trailing_number(reference: str) -> int | None:
     """501 from "INC-501", "#SR-501" or "501" (Freshservice and Halo number tickets with plain integers)."""
     match = _TRAILING_NUMBER.search(reference.strip())
     return int(match.group(1)) if match else None
+
+
+def numeric_ticket_id(system: str, ticket: TicketFacts, action: str) -> int:
+    """The integer id Freshservice and Halo address a ticket by, from what the ticket facts recorded."""
+    ticket_id = trailing_number(ticket.sys_id or ticket.number)
+    if ticket_id is None:
+        raise TicketingUnavailableError(f"{system} {action} failed: {ticket.number!r} is not a ticket number")
+    return ticket_id
 
 
 def attachment_note(filename: str, content: bytes, content_type: str) -> tuple[str, str]:

@@ -21,7 +21,7 @@ import requests
 
 from policies.model import TicketFacts
 from services.http import HttpClient, RetryPolicy, UpstreamError
-from services.itsm import attachment_note, trailing_number, unavailable
+from services.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
 from services.ports import TicketingUnavailableError
 
 SYSTEM = "Freshservice"
@@ -115,10 +115,7 @@ class FreshserviceTicketing:
             sys_id=str(ticket_id))
 
     def _ticket_id(self, ticket: TicketFacts, action: str) -> int:
-        ticket_id = trailing_number(ticket.sys_id or ticket.number)
-        if ticket_id is None:
-            raise TicketingUnavailableError(f"{SYSTEM} {action} failed: {ticket.number!r} is not a ticket number")
-        return ticket_id
+        return numeric_ticket_id(SYSTEM, ticket, action)
 
     def _note(self, ticket: TicketFacts, body_html: str, action: str) -> None:
         ticket_id = self._ticket_id(ticket, action)

@@ -26,8 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from policies.model import TicketFacts
 from services.http import AuthError, HttpClient, RetryPolicy, UpstreamError
-from services.itsm import attachment_note, trailing_number, unavailable
-from services.ports import TicketingUnavailableError
+from services.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +184,7 @@ class HaloTicketing:
             sys_id=str(ticket_id))
 
     def _ticket_id(self, ticket: TicketFacts, action: str) -> int:
-        ticket_id = trailing_number(ticket.sys_id or ticket.number)
-        if ticket_id is None:
-            raise TicketingUnavailableError(f"{SYSTEM} {action} failed: {ticket.number!r} is not a ticket number")
-        return ticket_id
+        return numeric_ticket_id(SYSTEM, ticket, action)
 
     def _hidden_note(self, ticket: TicketFacts, note: str, action: str) -> None:
         ticket_id = self._ticket_id(ticket, action)

@@ -192,3 +192,15 @@ def test_build_ticketing_for_freshservice_and_halo(freshservice: tuple[Freshserv
     hl = build_ticketing(make_settings(itsm="halo", halo_url=halo[1], halo_client_id=HALO_ID,
                                        halo_client_secret=HALO_SECRET, halo_tenant="contoso"), redis_client)
     assert isinstance(hl, HaloTicketing) and hl.get_ticket("5001").exists
+
+
+def test_a_ticket_reference_without_a_number_is_refused_before_any_call(freshservice, halo, redis_client):
+    fs_emulator, fs_url = freshservice
+    halo_emulator, halo_url = halo
+    facts = TicketFacts(number="INC-ABC", system="x", exists=True)
+    for name, client, emulator in [("Freshservice", FreshserviceTicketing(fs_url, FS_KEY, retry=FAST), fs_emulator),
+                                   ("Halo", halo_client(halo_url, redis_client), halo_emulator)]:
+        before = len(emulator.calls.list())
+        with pytest.raises(TicketingUnavailableError, match=f"{name} .* 'INC-ABC' is not a ticket number"):
+            client.add_note(facts, "granted")
+        assert len(emulator.calls.list()) == before
