@@ -51,7 +51,8 @@ def measure_ticks(ctx: Ctx) -> list[Row]:
     ticking = Services(Runtime(services.settings, clock=frozen, client=client))
     reconciler = ticking.reconciler
     scheduler = AlignedScheduler(queue=JSONQueue(connection=client), connection=client,
-                          interval=services.settings.scheduler_interval_s, job_class=JSONJob, queue_class=JSONQueue)
+                                 interval=services.settings.scheduler_interval_s, job_class=JSONJob,
+                                 queue_class=JSONQueue)
     now = frozen.now()
     users = iter(synthetic_users(max(sizes.tick_scales) + UPCOMING))
     # Ten grants inside the look-ahead window at every scale; their scheduled revokes exist (as in production)
