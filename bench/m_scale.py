@@ -1,9 +1,9 @@
 """Tick cost of rq-scheduler and the reconciler at 1k, 10k and 100k active grants.
 
 Measured in the bench process, calling the same code the processes run each tick, against the same Redis:
-`Reconciler.tick()` (built by the product's `Services`) and rq-scheduler's loop body (heartbeat, lock,
-`enqueue_jobs`, heartbeat, unlock) on an `AlignedScheduler` built as `breakglass scheduler` builds it. The product's
-scheduler and workers are stopped meanwhile, so nothing else touches Redis.
+`Reconciler.tick()` (built by the product's `Services`) and `AlignedScheduler.tick()` (heartbeat, lock,
+`enqueue_jobs`, heartbeat, unlock: one pass of its loop) on a scheduler built as `breakglass scheduler` builds it.
+The product's scheduler and workers are stopped meanwhile, so nothing else touches Redis.
 
 Every scale sees the same due work: the reconciler runs on a frozen clock, and ten grants end inside its look-ahead
 window (two reconcile intervals) at every scale; all other grants end 1-8 hours later. So the ratio shows how the
@@ -27,14 +27,6 @@ from services.runtime import Runtime
 from services.wiring import Services
 
 UPCOMING = 10
-
-
-def _scheduler_tick(scheduler: AlignedScheduler) -> None:
-    scheduler.heartbeat()
-    if scheduler.acquire_lock():
-        scheduler.enqueue_jobs()
-        scheduler.heartbeat()
-        scheduler.remove_lock()
 
 
 def measure_ticks(ctx: Ctx) -> list[Row]:
@@ -74,7 +66,7 @@ def measure_ticks(ctx: Ctx) -> list[Row]:
         recon: list[float] = []
         for _ in range(3):  # warm-up
             reconciler.tick()
-            _scheduler_tick(scheduler)
+            scheduler.tick()
         for _ in range(sizes.ticks):
             t0 = time.perf_counter()
             report = reconciler.tick()
@@ -82,7 +74,7 @@ def measure_ticks(ctx: Ctx) -> list[Row]:
             if not report.empty():
                 raise RuntimeError(f"the reconciler acted during the tick measurement: {vars(report)}")
             t0 = time.perf_counter()
-            _scheduler_tick(scheduler)
+            scheduler.tick()
             sched.append(ms(time.perf_counter() - t0))
             time.sleep(0.02)
         results[scale] = {"scheduler": sched, "reconciler": recon}

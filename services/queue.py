@@ -72,8 +72,7 @@ TICK_LAG_S = 0.01
 
 def seconds_to_next_tick(now: float, interval: float) -> float:
     """Time until the next tick on the grid of whole multiples of `interval` (plus TICK_LAG_S)."""
-    step = max(interval, 0.001)
-    return (math.floor((now - TICK_LAG_S) / step) + 1) * step + TICK_LAG_S - now
+    return (math.floor((now - TICK_LAG_S) / interval) + 1) * interval + TICK_LAG_S - now
 
 
 class AlignedScheduler(Scheduler):
@@ -82,22 +81,24 @@ class AlignedScheduler(Scheduler):
     next tick; ticking just after each whole second enqueues it at S + TICK_LAG_S. Grants start and end on whole
     seconds (GrantService.activate), so an expiry is enqueued within milliseconds of its time."""
 
+    def tick(self) -> bool:
+        """One pass: move due jobs to the queue. False when another scheduler holds the lock."""
+        self.heartbeat()
+        if not self.acquire_lock():
+            self.log.debug("another scheduler holds the lock; skipping this tick")
+            return False
+        try:
+            self.enqueue_jobs()
+            self.heartbeat()
+        finally:
+            self.remove_lock()
+        return True
+
     def run(self, burst: bool = False) -> None:
         self.register_birth()
         self._install_signal_handlers()
         try:
-            while True:
-                self.heartbeat()
-                if self.acquire_lock():
-                    try:
-                        self.enqueue_jobs()
-                        self.heartbeat()
-                    finally:
-                        self.remove_lock()
-                    if burst:
-                        break
-                else:
-                    self.log.debug("another scheduler holds the lock; skipping this tick")
+            while not (self.tick() and burst):
                 time.sleep(seconds_to_next_tick(time.time(), self._interval))
         finally:
             self.remove_lock()

@@ -114,11 +114,8 @@ class FreshserviceTicketing:
             short_description=str(ticket.get("subject") or ""), url=f"{self.base_url}/a/tickets/{ticket_id}",
             sys_id=str(ticket_id))
 
-    def _ticket_id(self, ticket: TicketFacts, action: str) -> int:
-        return numeric_ticket_id(SYSTEM, ticket, action)
-
     def _note(self, ticket: TicketFacts, body_html: str, action: str) -> None:
-        ticket_id = self._ticket_id(ticket, action)
+        ticket_id = numeric_ticket_id(SYSTEM, ticket, action)
         self._call(action, "POST", f"api/v2/tickets/{ticket_id}/notes", json={"body": body_html, "private": True})
 
     def add_note(self, ticket: TicketFacts, text: str) -> None:

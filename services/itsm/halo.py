@@ -183,11 +183,8 @@ class HaloTicketing:
             short_description=str(ticket.get("summary") or ""), url=f"{self.base_url}/ticket?id={ticket_id}",
             sys_id=str(ticket_id))
 
-    def _ticket_id(self, ticket: TicketFacts, action: str) -> int:
-        return numeric_ticket_id(SYSTEM, ticket, action)
-
     def _hidden_note(self, ticket: TicketFacts, note: str, action: str) -> None:
-        ticket_id = self._ticket_id(ticket, action)
+        ticket_id = numeric_ticket_id(SYSTEM, ticket, action)
         self._call(action, "POST", "api/Actions", json=[{"ticket_id": ticket_id, "outcome": "Private Note",
                                                          "note": note, "hiddenfromuser": True}])
 
@@ -202,7 +199,7 @@ class HaloTicketing:
         item: dict[str, Any] = {"summary": short_description[:250], "details": description,
                                 "tickettype_id": self.incident_type_id}
         if parent is not None:
-            item["parent_id"] = self._ticket_id(parent, "child incident")
+            item["parent_id"] = numeric_ticket_id(SYSTEM, parent, "child incident")
         body = self._call("child incident", "POST", "api/Tickets", json=[item]).json()
         saved = body[0] if isinstance(body, list) else body
         return str(saved["id"])
