@@ -259,7 +259,7 @@ class Product:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.audit_key = secrets.token_hex(32)
         self.children: dict[str, Child] = {}
-        self.worker_args: list[str] = []  # e.g. ["--no-fork"] (python -m bench --no-fork)
+        self.worker_args: list[str] = []  # e.g. ["--fork"] (python -m bench --fork)
         self.bot_port = 0
         self.env: dict[str, str] = {}
         self._generation = 0
@@ -322,11 +322,11 @@ class Product:
             self._spawn("scheduler", ["scheduler"])
         self.wait_ready(config)
 
-    def add_workers(self, count: int) -> None:
+    def add_workers(self, count: int, args: list[str] | None = None) -> None:
         have = len(self.names("worker"))
         for i in range(have, have + count):
             self._spawn(f"worker{i + 1}", ["worker", "--name", f"bench-w{i + 1}-{self._generation}-{os.getpid()}",
-                                           *self.worker_args])
+                                           *(self.worker_args if args is None else args)])
         self.wait_ready(ProductConfig(workers=have + count, scheduler=False, bot=False))
 
     def _spawn(self, name: str, args: list[str]) -> None:

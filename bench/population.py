@@ -219,7 +219,7 @@ def synthetic_grants(services: Services, template: RequestRecord, users: Iterabl
             jid = revoke_job_id(record.id, 1)
             when = (real_time(record.grant.ends_at) if real_time is not None
                     else services.runtime.clock.to_real(record.grant.ends_at).timestamp())
-            job = scheduler._create_job(jobs.REVOKE_GRANT, args=(record.id, 1, "expired"), commit=False, id=jid,
+            job = scheduler._create_job(jobs.REVOKE_GRANT, args=(record.id, 1), commit=False, id=jid,
                                         timeout=120, result_ttl=3600, queue_name=queue.queue.name)
             job.save(pipeline=pipe)
             pipe.zadd(scheduler.scheduled_jobs_key, {jid: int(when)})

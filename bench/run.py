@@ -105,8 +105,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Redis, emulator seed)")
     parser.add_argument("--label", default="", help="free text stored in the JSON (e.g. 'quiet machine')")
-    parser.add_argument("--no-fork", action="store_true",
-                        help="run the workers with --no-fork (jobs in the worker process); default: forking workers")
+    parser.add_argument("--fork", action="store_true",
+                        help="run the workers with --fork (a work horse per job); default: jobs in the worker process")
     return parser.parse_args(argv)
 
 
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - began:6.0f}s] {message}", flush=True)
 
     stack = Stack(keep=args.keep, seed=bench_seed(sizes.users))
-    if args.no_fork:
-        stack.product.worker_args.append("--no-fork")
+    if args.fork:
+        stack.product.worker_args.append("--fork")
     rows: list[Row] = []
     errors: dict[str, str] = {}
     load: dict[str, dict[str, float]] = {}
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [key for name in order for key in MEASUREMENTS[name][1] if key not in {r.key for r in rows}]
     result = {
         "started": started.isoformat(), "duration_s": round(time.monotonic() - began, 1), "quick": args.quick,
-        "label": args.label, "workers": "no-fork" if args.no_fork else "fork",
+        "label": args.label, "workers": "fork" if args.fork else "in-process",
         "command": " ".join([".venv/bin/python -m bench", *(argv or sys.argv[1:])]),
         "machine": machine(), "cpu": {"whole_run": whole.read(), "by_measurement": load},
         "measurements": order, "errors": errors, "missing_rows": missing, "rows": [r.to_json() for r in rows],

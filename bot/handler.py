@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from botbuilder.core import InvokeResponse, TurnContext
@@ -26,6 +27,8 @@ from services.wiring import Services
 
 log = logging.getLogger(__name__)
 CARD = "application/vnd.microsoft.card.adaptive"
+REMEMBER_TTL_S = 300
+REMEMBER_MAX = 10_000
 
 
 def invoke_card(card: dict[str, Any]) -> InvokeResponse:
@@ -60,25 +63,39 @@ class BreakglassBot(TeamsActivityHandler):
         self.intake = Intake(services, triage)
         self.actions = Actions(services, self.intake)
         self.commands = Commands(services, self.actions)
+        # object id -> (last sighting written, REMEMBER_TTL_S window): every activity re-reports its sender, and
+        # re-reading the stored user (a thread hop and a Redis GET before the turn) is only worth it when something
+        # changed or a while has passed.
+        self._remembered: dict[str, tuple[TeamsUser, int]] = {}
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
         METRICS.activities.labels(type=activity.type or "unknown").inc()
-        await asyncio.to_thread(self._remember, activity)
+        sighting = self._sighting(activity)
+        if sighting is not None and self._remembered.get(sighting.object_id, (None, 0.0)) != (sighting, self._ttl()):
+            await asyncio.to_thread(self.services.notifier.users.remember, sighting)
+            if len(self._remembered) >= REMEMBER_MAX:
+                self._remembered.clear()
+            self._remembered[sighting.object_id] = (sighting, self._ttl())
         await super().on_turn(turn_context)
 
-    def _remember(self, activity: Activity) -> None:
+    @staticmethod
+    def _ttl() -> int:
+        """The current REMEMBER_TTL_S window: a sighting already written in this window is not written again."""
+        return int(time.monotonic() // REMEMBER_TTL_S)
+
+    @staticmethod
+    def _sighting(activity: Activity) -> TeamsUser | None:
         sender = activity.from_property
         oid = getattr(sender, "aad_object_id", None)
         if not oid or not sender.id:
-            return
+            return None
         personal = getattr(activity.conversation, "conversation_type", None) == "personal"
         tenant = ((activity.channel_data or {}).get("tenant") or {}).get("id", "") \
             if isinstance(activity.channel_data, dict) else ""
-        self.services.notifier.users.remember(TeamsUser(
-            object_id=str(oid).lower(), teams_id=sender.id, name=sender.name or "",
-            service_url=activity.service_url or "", tenant_id=tenant,
-            conversation_id=activity.conversation.id if personal else None))
+        return TeamsUser(object_id=str(oid).lower(), teams_id=sender.id, name=sender.name or "",
+                         service_url=activity.service_url or "", tenant_id=tenant,
+                         conversation_id=activity.conversation.id if personal else None)
 
     async def _send(self, activity: Activity, cards: list[dict[str, Any]]) -> None:
         for card in cards:

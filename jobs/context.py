@@ -1,4 +1,5 @@
-"""One Services object per worker process, built before RQ forks its work horses so they inherit it."""
+"""One Services object per worker process, built before the first job (and, with `--fork`, before RQ forks its
+work horses, so they inherit it)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,10 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker, Worker
+from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 from rq_scheduler import Scheduler
 
 from cards.builder import prepare as prepare_cards
@@ -64,28 +67,80 @@ class ReconcileWatchdog(threading.Thread):
                 log.exception("reconcile watchdog check failed")
 
 
-def run_worker(burst: bool = False, fork: bool = True, name: str | None = None) -> int:
+class _PipelinedHeartbeat:
+    """RQ's heartbeat sends HSET and two EXPIREs as three round trips when it is not given a pipeline, and the
+    worker calls it so between dequeueing a job and running it: send them as one."""
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)  # type: ignore[misc]
+            return
+        with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+            super().heartbeat(timeout, pipeline=pipe)  # type: ignore[misc]
+            pipe.execute()
+
+
+class ForkingWorker(_PipelinedHeartbeat, Worker):
+    """`breakglass worker --fork`: each job in a forked work horse."""
+
+
+class InProcessWorker(_PipelinedHeartbeat, SimpleWorker):
+    """Runs each job in the worker process: no fork and no fresh work horse per job, which is about half of the
+    time from an approval click to the Graph request. A forking worker's main process refreshes the job's
+    heartbeat while its horse works; here a thread does it, so a long job never looks abandoned to
+    JobQueue.pending and the reconciler. Job timeouts still apply (SIGALRM, main thread). Less isolated than a
+    work horse: a job that crashes the interpreter takes the worker down (its supervisor restarts it, and the
+    job is retried as abandoned); `breakglass worker --fork` trades the speed for that isolation."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, done), name="job-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: Any, done: threading.Event) -> None:
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except REDIS_DOWN as exc:  # the job itself will fail on Redis too; keep trying until it ends
+                log.warning("job heartbeat failed", extra={"job_id": job.id, "error": str(exc)[:200]})
+
+
+def worker_queues(connection: redis.Redis) -> list[q.JSONQueue]:
+    """The queues a worker takes jobs from, access jobs first."""
+    return [q.JSONQueue(name, connection=connection) for name in q.QUEUE_NAMES]
+
+
+def run_worker(burst: bool = False, fork: bool = False, name: str | None = None) -> int:
     runtime = _runtime(graph=True)
     services = Services(runtime)
-    # Build the clients (and the card models) now, before RQ forks work horses, so every job inherits them.
+    # Build the clients (and the card models) now, before any job (or, with --fork, before RQ forks work horses,
+    # so every job inherits them).
     for component in ("grants", "receipts", "notifier", "reconciler", "foreign_scan"):
         getattr(services, component)
     prepare_cards()
     install(services)
-    worker_cls: Any = Worker if fork else SimpleWorker
-    worker = worker_cls([q.JSONQueue(connection=runtime.redis)], connection=runtime.redis,
+    worker_cls: Any = ForkingWorker if fork else InProcessWorker
+    worker = worker_cls(worker_queues(runtime.redis), connection=runtime.redis,
                         serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.JSONQueue,
                         name=name or f"breakglass-{socket.gethostname()}-{os.getpid()}",
                         job_monitoring_interval=q.heartbeat_interval_s(runtime.settings.reconcile_interval_s))
     watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s)
     if not burst:
         watchdog.start()
-    log.info("worker starting", extra={"queue": q.QUEUE_NAME, "fork": fork, "grant_mode": runtime.settings.grant_mode})
+    log.info("worker starting", extra={"queues": list(q.QUEUE_NAMES), "fork": fork,
+                                       "grant_mode": runtime.settings.grant_mode})
 
     def work(generation: int) -> bool:
         nonlocal worker
         if generation > 1:  # the old registration may still look alive; the new loop takes a fresh name
-            worker = worker_cls([q.JSONQueue(connection=runtime.redis)], connection=runtime.redis,
+            worker = worker_cls(worker_queues(runtime.redis), connection=runtime.redis,
                                 serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.JSONQueue,
                                 name=f"{worker.name.split('~')[0]}~{generation}",
                                 job_monitoring_interval=worker.job_monitoring_interval)
@@ -142,7 +197,7 @@ def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int) -> None:
         if jid in scheduler:
             continue
         scheduler.schedule(datetime.now(UTC).replace(tzinfo=None), func, interval=every, repeat=None, id=jid,
-                           timeout=300, result_ttl=600)
+                           timeout=300, result_ttl=600, queue_name=q.queue_for(func))
 
 
 def run_scheduler(burst: bool = False) -> int:

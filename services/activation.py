@@ -23,7 +23,7 @@ from policies.record import RequestRecord
 from services import queue as jobs
 from services.audit import AuditLog
 from services.clock import Clock
-from services.errors import ServiceError
+from services.errors import NotFoundError, ServiceError
 from services.metrics import DomainMetrics
 from services.policy_source import PolicySource
 from services.ports import (
@@ -100,15 +100,15 @@ class GrantService:
         return ent.scope if ent else "/"
 
     def activate(self, request_id: str, attempt: int = 1) -> Outcome:
-        record = self.store.get(request_id)
-        if record is None:
+        # One read: the compare-and-set returns the record unchanged when there is nothing to start.
+        try:
+            record = self.store.update(request_id, lambda r: r.apply(Event.ACTIVATION_STARTED, WORKER,
+                                                                     self.clock.now(), reason=f"attempt {attempt}")
+                                       if r.state is State.APPROVED and not r.request.extends else r)
+        except NotFoundError:
             return Outcome(request_id, "missing", "no such request")
         if record.request.extends:
             return self.apply_extension(record, attempt)
-        if record.state is State.APPROVED:
-            record = self.store.update(request_id, lambda r: r.apply(Event.ACTIVATION_STARTED, WORKER,
-                                                                     self.clock.now(), reason=f"attempt {attempt}")
-                                       if r.state is State.APPROVED else r)
         if record.state is not State.ACTIVATING:
             return Outcome(request_id, record.state.value, "nothing to do")
         if self.wait_for is not None and record.request.ticket and not self._itsm_up(record, attempt):
@@ -336,7 +336,9 @@ class GrantService:
 
     def schedule_revoke(self, record: RequestRecord) -> None:
         assert record.grant is not None
-        self.queue.enqueue_at(record.grant.ends_at, jobs.REVOKE_GRANT, record.id, record.grant.generation, "expired",
+        # The reason is left to its default ("expired"): one argument fewer keeps the job's RQ hash compact in Redis
+        # (every value within 64 bytes), and every active grant keeps this job until it ends.
+        self.queue.enqueue_at(record.grant.ends_at, jobs.REVOKE_GRANT, record.id, record.grant.generation,
                               jid=revoke_job_id(record.id, record.grant.generation))
 
     # --- extension ----------------------------------------------------------------------------------------------

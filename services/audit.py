@@ -4,6 +4,14 @@ Each event stores `hash = sha256(RFC 8785 canonical JSON of the event incl. prev
 Editing an event breaks its hash; recomputing the whole chain without the key breaks the MACs; deleting or
 reordering breaks the sequence; truncating the newest events leaves the signed head (and checkpoints) pointing
 past the end. `verify()` names the first sequence number that is wrong in each case.
+
+Storage: new events are appended to a Redis list; once it holds `keep_plain` events plus a segment, the oldest
+`segment_size` events are sealed into one zlib-compressed segment (the same bytes, newline-joined) in a hash. Redis
+keeps every event, about five times smaller once sealed (a 10,000-grant deployment holds over 100,000 events); the
+newest `keep_plain` stay plain, so the jobs that read a live request's trail (receipts) rarely decompress, and the
+segments they do need are cached (sealed segments never change). Sealing moves bytes without re-signing them, so
+it neither needs nor weakens the key: an edit inside a segment breaks that event's hash exactly as it would in the
+list.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+import zlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,22 +32,55 @@ import redis
 import rfc8785
 
 from services.clock import Clock, SystemClock
-from services.errors import ConflictError
+from services.errors import ConflictError, ServiceError
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 CHUNK = 1000
+SEGMENT_SIZE = 256
+SEGMENT_CACHE = 32  # decompressed segments kept per process for for_request (~150 KB each)
 
-# Atomic append: only succeeds if nobody appended since we read the head (expected length).
+# Atomic append: only succeeds if nobody appended since we read the head (expected count, sealed + plain).
+# Returns the length of the plain list, which tells the appender when to seal.
 _APPEND = """
+local sealed = tonumber(redis.call('GET', KEYS[5]) or '0')
 local len = redis.call('LLEN', KEYS[1])
-if len ~= tonumber(ARGV[1]) then return -1 end
+if sealed + len ~= tonumber(ARGV[1]) then return -1 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[1] + 1) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[4], ARGV[1] + 1, ARGV[5]) end
 return len + 1
+"""
+
+# Atomic seal: store the compressed copy of the list's first ARGV[2] events as segment ARGV[3] and drop them
+# from the list, only if nobody sealed since we read them (appends only add at the other end).
+_SEAL = """
+local sealed = tonumber(redis.call('GET', KEYS[2]) or '0')
+if sealed ~= tonumber(ARGV[1]) or redis.call('LLEN', KEYS[1]) < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('LTRIM', KEYS[1], ARGV[2], -1)
+redis.call('SET', KEYS[2], sealed + tonumber(ARGV[2]))
+return 1
+"""
+
+# Consistent reads across a concurrent seal: the sealed count and the plain events at the given 0-based positions
+# (false where a position is sealed or past the end).
+_PICK = """
+local sealed = tonumber(redis.call('GET', KEYS[2]) or '0')
+local out = {}
+for i = 1, #ARGV do
+  local p = tonumber(ARGV[i])
+  if p >= sealed then out[i] = redis.call('LINDEX', KEYS[1], p - sealed) or false else out[i] = false end
+end
+return {sealed, out}
+"""
+_RANGE = """
+local sealed = tonumber(redis.call('GET', KEYS[2]) or '0')
+local s = tonumber(ARGV[1])
+if s < sealed then return {sealed, {}} end
+return {sealed, redis.call('LRANGE', KEYS[1], s - sealed, s - sealed + tonumber(ARGV[2]) - 1)}
 """
 
 
@@ -69,6 +113,15 @@ class AuditEvent:
                           separators=(",", ":"))
 
 
+class AuditStorageError(ServiceError):
+    """A sealed segment is missing or unreadable; `seq` is its first event."""
+
+    def __init__(self, seq: int, problem: str):
+        super().__init__(problem)
+        self.seq = seq
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
@@ -85,18 +138,31 @@ class VerifyResult:
 
 class AuditLog:
     def __init__(self, client: redis.Redis, hmac_key: bytes, *, prefix: str = "bg", clock: Clock | None = None,
-                 checkpoint_every: int = 100):
+                 checkpoint_every: int = 100, segment_size: int = SEGMENT_SIZE, keep_plain: int | None = None):
         if len(hmac_key) < 16:
             raise ValueError("audit HMAC key is too short")
+        if segment_size < 1:
+            raise ValueError("segment_size must be positive")
+        self.keep_plain = 4 * segment_size if keep_plain is None else keep_plain
+        if self.keep_plain < 0:
+            raise ValueError("keep_plain must not be negative")
         self.redis = client
         self.key = hmac_key
         self.clock = clock or SystemClock()
         self.checkpoint_every = checkpoint_every
+        self.segment_size = segment_size
+        self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.k_events = f"{prefix}:audit:events"
         self.k_head = f"{prefix}:audit:head"
         self.k_checkpoints = f"{prefix}:audit:checkpoints"
         self.k_by_request = f"{prefix}:audit:req:"
+        self.k_sealed = f"{prefix}:audit:sealed"
+        self.k_segments = f"{prefix}:audit:segments"
         self._append = self.redis.register_script(_APPEND)
+        self._seal = self.redis.register_script(_SEAL)
+        self._pick = self.redis.register_script(_PICK)
+        self._range = self.redis.register_script(_RANGE)
 
     def _mac(self, purpose: str, value: str) -> str:
         return hmac.new(self.key, f"{purpose}|{value}".encode(), hashlib.sha256).hexdigest()
@@ -122,13 +188,35 @@ class AuditLog:
             if ev.seq % self.checkpoint_every == 0:
                 checkpoint = json.dumps({"seq": ev.seq, "hash": digest, "at": ev.at,
                                          "mac": self._mac("checkpoint", f"{ev.seq}|{digest}")})
-            keys = [self.k_events, self.k_head, self.k_by_request + (request_id or "-"), self.k_checkpoints]
-            result = self._append(keys=keys, args=[seq, ev.to_json(), head, request_id or "", checkpoint])
-            if int(result) > 0:
+            keys = [self.k_events, self.k_head, self.k_by_request + (request_id or "-"), self.k_checkpoints,
+                    self.k_sealed]
+            plain = int(self._append(keys=keys, args=[seq, ev.to_json(), head, request_id or "", checkpoint]))
+            if plain > 0:
                 # One log line per audit event: logs and the audit log correlate on audit_seq / request_id.
                 log.info(event, extra={"audit_seq": ev.seq, "request_id": request_id, "actor": actor})
+                if plain >= self.keep_plain + self.segment_size:
+                    self.seal()
                 return ev
         raise ConflictError("audit append kept losing races")
+
+    def seal(self) -> int:
+        """Seal full segments while `keep_plain` events stay plain; returns how many were sealed.
+        Appenders call this as they go (one zlib pass per `segment_size` events); concurrent sealers are safe,
+        the loser's attempt is a no-op."""
+        done = 0
+        size = self.segment_size
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self.k_sealed).llen(self.k_events).lrange(self.k_events, 0, size - 1)
+                sealed_raw, length, oldest = pipe.execute()
+            sealed = int(sealed_raw or 0)
+            if int(length) < self.keep_plain + size or len(oldest) < size:
+                return done
+            blob = zlib.compress(b"\n".join(oldest))
+            if not int(self._seal(keys=[self.k_events, self.k_sealed, self.k_segments],
+                                  args=[sealed, size, sealed // size, blob])):
+                return done  # somebody else sealed it
+            done += 1
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Sign the current head as a checkpoint (also written every `checkpoint_every` events)."""
@@ -141,13 +229,52 @@ class AuditLog:
         return cp
 
     def count(self) -> int:
-        return int(self.redis.llen(self.k_events))
+        with self.redis.pipeline(transaction=True) as pipe:
+            sealed, length = pipe.get(self.k_sealed).llen(self.k_events).execute()
+        return int(sealed or 0) + int(length)
+
+    def _cached_segment(self, index: int) -> list[bytes]:
+        with self._cache_lock:
+            lines = self._cache.get(index)
+            if lines is not None:
+                self._cache.move_to_end(index)
+                return lines
+        lines = self._segment(index)
+        with self._cache_lock:
+            self._cache[index] = lines
+            while len(self._cache) > SEGMENT_CACHE:
+                self._cache.popitem(last=False)
+        return lines
+
+    def _segment(self, index: int) -> list[bytes]:
+        first, last = index * self.segment_size + 1, (index + 1) * self.segment_size
+        blob = self.redis.hget(self.k_segments, index)
+        if blob is None:
+            raise AuditStorageError(first, f"sealed segment {index} (events {first}–{last}) is missing: deleted")
+        try:
+            return zlib.decompress(blob).split(b"\n")
+        except zlib.error:
+            raise AuditStorageError(first, f"sealed segment {index} (events {first}–{last}) is unreadable: "
+                                           "edited") from None
 
     def _raw_events(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(position, stored bytes) from 0-based `start`; positions are 1-based like sequence numbers."""
         index = start
+        keys = [self.k_events, self.k_sealed]
         while end is None or index < end:
-            last = index + CHUNK - 1 if end is None else min(index + CHUNK, end) - 1
-            chunk = self.redis.lrange(self.k_events, index, last)
+            want = CHUNK if end is None else min(CHUNK, end - index)
+            sealed, chunk = self._range(keys=keys, args=[index, want])
+            if index < int(sealed):
+                segment = index // self.segment_size
+                lines = self._segment(segment)
+                skip = index - segment * self.segment_size
+                for offset, raw in enumerate(lines[skip:], start=skip):
+                    position = segment * self.segment_size + offset + 1
+                    if end is not None and position > end:
+                        return
+                    yield position, raw
+                index = (segment + 1) * self.segment_size
+                continue
             if not chunk:
                 return
             for raw in chunk:
@@ -160,9 +287,19 @@ class AuditLog:
 
     def for_request(self, request_id: str) -> list[AuditEvent]:
         seqs = [int(s) for s in self.redis.lrange(self.k_by_request + request_id, 0, -1)]
+        if not seqs:
+            return []
+        sealed, plain = self._pick(keys=[self.k_events, self.k_sealed], args=[s - 1 for s in seqs])
+        segments: dict[int, list[bytes]] = {}
         out = []
-        for s in seqs:
-            raw = self.redis.lindex(self.k_events, s - 1)
+        for s, raw in zip(seqs, plain, strict=True):
+            if s <= int(sealed):
+                index = (s - 1) // self.segment_size
+                if index not in segments:  # verify() reads Redis every time; a trail may use the cache
+                    segments[index] = self._cached_segment(index)
+                lines = segments[index]
+                offset = (s - 1) % self.segment_size
+                raw = lines[offset] if offset < len(lines) else None
             if raw is not None:
                 out.append(AuditEvent(**json.loads(raw)))
         return out
@@ -175,13 +312,23 @@ class AuditLog:
 
     def verify(self) -> VerifyResult:
         # One consistent snapshot of head, length and checkpoints (appends are atomic in Redis), so events that
-        # a live system appends while we read are not mistaken for tampering; they are checked next time.
+        # a live system appends while we read are not mistaken for tampering; they are checked next time. A seal
+        # meanwhile only moves events, and reads follow it.
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.k_head).llen(self.k_events).hgetall(self.k_checkpoints)
-            head_raw, length, checkpoints = pipe.execute()
+            pipe.get(self.k_head).get(self.k_sealed).llen(self.k_events).hgetall(self.k_checkpoints)
+            head_raw, sealed, length, checkpoints = pipe.execute()
+        cps = {int(k): json.loads(v) for k, v in checkpoints.items()}
+        hashes: dict[int, str] = {}
         prev = GENESIS
         count = 0
-        for position, raw in self._raw_events(end=int(length)):
+        events = self._raw_events(end=int(sealed or 0) + int(length))
+        while True:
+            try:
+                position, raw = next(events)
+            except StopIteration:
+                break
+            except AuditStorageError as exc:
+                return VerifyResult(False, count, exc.seq, exc.problem)
             count = position
             try:
                 stored = json.loads(raw)
@@ -200,6 +347,8 @@ class AuditLog:
                 return VerifyResult(False, count, position, "content does not match its hash: edited")
             if not hmac.compare_digest(ev.mac, self._mac("event", digest)):
                 return VerifyResult(False, count, position, "signature invalid: chain rewritten without the key")
+            if ev.seq in cps:
+                hashes[ev.seq] = digest
             prev = digest
         if head_raw is None:
             if count:
@@ -219,14 +368,6 @@ class AuditLog:
             if head["hash"] != prev:
                 return VerifyResult(False, count, count, "the newest event does not match the signed head")
         checked = 0
-        hashes: dict[int, str] = {}
-        cps = {int(k): json.loads(v) for k, v in checkpoints.items()}
-        if cps:
-            wanted = set(cps)
-            for _, raw in self._raw_events(end=count):
-                ev = AuditEvent(**json.loads(raw))
-                if ev.seq in wanted:
-                    hashes[ev.seq] = ev.hash
         for seq in sorted(cps):
             cp = cps[seq]
             if not hmac.compare_digest(str(cp.get("mac", "")), self._mac("checkpoint", f"{seq}|{cp.get('hash')}")):

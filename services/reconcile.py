@@ -108,7 +108,7 @@ class Reconciler:
             if self._job_pending(jid):  # scheduled and its job still in Redis (a bare schedule entry fires nothing)
                 continue
             self.queue.enqueue_at(record.grant.ends_at, jobs.REVOKE_GRANT, request_id, record.grant.generation,
-                                  "expired", jid=jid)
+                                  jid=jid)  # reason: the default, "expired" (see GrantService.schedule_revoke)
             report.rescheduled_revokes.append(request_id)
             self._alert("Scheduled revocation was missing; re-created", request_id,
                         f"job {jid} ends {record.grant.ends_at.isoformat()}")

@@ -1,7 +1,8 @@
 """Client-credentials access tokens (msal) with one token cache shared by every process through Redis.
 
-RQ runs each job in a forked work horse, so msal's in-memory cache dies with the job; without sharing, every job
-would fetch a new token. `TokenProvider.token()` therefore:
+With `breakglass worker --fork` RQ runs each job in a forked work horse, so msal's in-memory cache dies with the job,
+and several workers (and bot replicas) each start with an empty one; without sharing, every one would fetch a token.
+`TokenProvider.token()` therefore:
 
 1. returns the token remembered in this process while it has more than `REFRESH_MARGIN_S` left;
 2. otherwise reads the msal `SerializableTokenCache` from Redis (one GET, deserialised only when it changed) and

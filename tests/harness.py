@@ -18,6 +18,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from jobs.context import install
+from jobs.worker import worker_queues
 from services.clock import OffsetClock
 from services.queue import JSONJob, JSONQueue
 from services.runtime import Runtime
@@ -125,12 +126,12 @@ class Product:
         for _ in range(20):
             if due:
                 self.fire_due()
-            queue = JSONQueue(connection=self.runtime.redis)
-            if not len(queue):
+            queues = worker_queues(self.runtime.redis)
+            count = sum(len(queue) for queue in queues)
+            if not count:
                 break
-            worker = SimpleWorker([queue], connection=self.runtime.redis, serializer=JSONSerializer,
+            worker = SimpleWorker(queues, connection=self.runtime.redis, serializer=JSONSerializer,
                                   job_class=JSONJob, queue_class=JSONQueue)
-            count = len(queue)
             worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
             total += count
         return total

@@ -314,3 +314,19 @@ async def test_hostile_ai_suggestion_changes_only_the_prefill(tmp_path, redis_cl
                 assert not [e for e in product.audit.events() if e.event.startswith(("request.", "grant."))]
     finally:
         product.stop()
+
+
+async def test_the_sender_is_remembered_once_and_again_when_the_sighting_changes(teams):
+    # Every activity re-reports its sender; the bot writes the sighting (for proactive messages) when it is new or
+    # changed, not before every turn (a thread hop and a Redis read on the way to every click).
+    product = teams.product
+    users = product.services.notifier.users
+    sam = PEOPLE["sam"].object_id
+    await teams.post(message("sam", "help", product.service_url))
+    assert users.get(sam).conversation_id == personal_conversation("sam")
+    product.store.redis.delete(*product.store.redis.keys("*teams-user*"))
+    await teams.post(message("sam", "help", product.service_url))
+    assert users.get(sam) is None  # the same sighting again: not re-read, not re-written
+    # A new 1:1 conversation (the app reinstalled) is a changed sighting: recorded at once.
+    await teams.post(message("sam", "help", product.service_url, conversation="a:new-personal-chat"))
+    assert users.get(sam).conversation_id == "a:new-personal-chat"

@@ -21,7 +21,7 @@ def test_a_tick_enqueues_what_is_due_and_leaves_the_rest(redis_client: redis.Red
     jobs.enqueue_at(now - timedelta(seconds=2), "jobs.revoke.revoke_grant", "BG-AAAAAA", 1, "expired", jid="due")
     jobs.enqueue_at(now + timedelta(hours=1), "jobs.revoke.revoke_grant", "BG-BBBBBB", 1, "expired", jid="later")
     assert scheduler(redis_client).tick() is True
-    assert jobs.queue.job_ids == ["due"]
+    assert jobs.access_queue.job_ids == ["due"]
     assert jobs.scheduled_at("later") is not None and jobs.scheduled_at("due") is None
 
 
@@ -33,8 +33,8 @@ def test_a_second_scheduler_skips_its_tick_while_the_lock_is_held(redis_client: 
     assert first.acquire_lock()
     try:
         assert second.tick() is False
-        assert jobs.queue.job_ids == []
+        assert jobs.access_queue.job_ids == []
     finally:
         first.remove_lock()
     assert second.tick() is True
-    assert jobs.queue.job_ids == ["due"]
+    assert jobs.access_queue.job_ids == ["due"]

@@ -220,3 +220,19 @@ def test_direct_grants_start_and_end_on_whole_seconds_and_the_revoke_is_schedule
         assert due is not None and timedelta(0) <= due - grant.ends_at < timedelta(seconds=1)
     finally:
         product.stop()
+
+
+def test_a_scheduled_revoke_is_a_compact_redis_hash(tmp_path, redis_client, redis_url):
+    # Every active grant keeps one scheduled revoke job in Redis until it expires. Redis stores a hash compactly
+    # (listpack/ziplist, ~0.45 KB) only while every value is at most 64 bytes; RQ's compressed `data` field for
+    # (request id, generation, "expired") was 68, which made each job a ~1.2 KB hashtable.
+    product = start_product(tmp_path, redis_client, redis_url, grant_mode="direct")
+    try:
+        record = submit(product, "sam", seconds=600)
+        product.run_jobs()
+        grant = product.store.get(record.id).grant
+        key = f"rq:job:{revoke_job_id(record.id, grant.generation)}"
+        assert redis_client.hget(key, "status") == b"scheduled"
+        assert redis_client.object("encoding", key) in {b"listpack", b"ziplist"}
+    finally:
+        product.stop()

@@ -1,0 +1,111 @@
+"""`breakglass worker` runs jobs in its own process by default (no fork per job). A forking worker's main process
+refreshes a running job's heartbeat while the work horse works; the in-process worker must do the same from a
+thread, or a job that runs longer than `abandoned_after_s` would look abandoned to JobQueue.pending and the
+reconciler would start it again beside the live one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import redis
+from rq.serializers import JSONSerializer
+
+from jobs.worker import InProcessWorker
+from services.queue import JobQueue, JSONJob, JSONQueue
+
+RELEASE = threading.Event()
+STARTED = threading.Event()
+
+
+def long_job() -> str:
+    """Runs until the test has watched enough heartbeats (bounded, so a broken test cannot hang)."""
+    STARTED.set()
+    RELEASE.wait(30)
+    return "done"
+
+
+def test_a_long_job_keeps_its_heartbeat_and_stays_pending(redis_client: redis.Redis) -> None:
+    RELEASE.clear()
+    STARTED.clear()
+    jobs = JobQueue(redis_client, abandoned_after_s=1.5)
+    assert jobs.enqueue(f"{__name__}.long_job", jid="long")
+    worker = InProcessWorker([JSONQueue(connection=redis_client)], connection=redis_client,
+                             serializer=JSONSerializer, job_class=JSONJob, queue_class=JSONQueue,
+                             job_monitoring_interval=1)
+    seen: list[datetime] = []
+    pending: list[bool] = []
+    problems: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            STARTED.wait(30)
+            deadline = time.monotonic() + 20
+            while len(set(seen)) < 4 and time.monotonic() < deadline:
+                job = JSONJob.fetch("long", connection=redis_client)
+                if job.last_heartbeat is not None:
+                    seen.append(job.last_heartbeat)
+                pending.append(jobs.pending("long"))
+                time.sleep(0.1)  # polling real Redis for the worker's next write
+        except BaseException as exc:  # reported below
+            problems.append(exc)
+        finally:
+            RELEASE.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    worker.work(burst=True)
+    watcher.join()
+    assert not problems
+    beats = sorted(set(seen))
+    # Four distinct heartbeats about a second apart: over 3 s of work, twice `abandoned_after_s`, never abandoned.
+    assert len(beats) >= 4 and (beats[-1] - beats[0]).total_seconds() >= 2
+    assert pending and all(pending)
+    finished = JSONJob.fetch("long", connection=redis_client)
+    assert finished.get_status() == "finished" and finished.return_value() == "done"
+    assert not jobs.pending("long")
+    assert (datetime.now(UTC) - beats[-1].replace(tzinfo=UTC)).total_seconds() < 5
+
+
+ORDER: list[str] = []
+
+
+def note(what: str) -> None:
+    ORDER.append(what)
+
+
+def test_access_jobs_jump_the_queue_of_notifications(redis_client: redis.Redis) -> None:
+    # Revocations (and grants, extensions, the reconciler) must not wait behind a backlog of card updates and
+    # receipts: after 1,000 activations that backlog is thousands of jobs, and expiries fall due meanwhile.
+    from jobs.worker import worker_queues
+    from services import queue as q
+
+    ORDER.clear()
+    jobs = JobQueue(redis_client)
+    for i in range(5):
+        jobs.queue.enqueue(f"{__name__}.note", f"receipt-{i}", job_id=f"receipt-{i}")
+    JSONQueue(q.ACCESS_QUEUE_NAME, connection=redis_client).enqueue(f"{__name__}.note", "revoke", job_id="revoke")
+    assert jobs.length() == 6
+    worker = InProcessWorker(worker_queues(redis_client), connection=redis_client, serializer=JSONSerializer,
+                             job_class=JSONJob, queue_class=JSONQueue)
+    worker.work(burst=True)
+    assert ORDER[0] == "revoke" and sorted(ORDER[1:]) == [f"receipt-{i}" for i in range(5)]
+    assert jobs.length() == 0
+
+
+def test_access_jobs_are_routed_to_the_access_queue(redis_client: redis.Redis) -> None:
+    from services import queue as q
+
+    jobs = JobQueue(redis_client)
+    for func in (q.ACTIVATE_GRANT, q.REVOKE_GRANT, q.EXTEND_GRANT, q.RECONCILE):
+        assert q.queue_for(func) == q.ACCESS_QUEUE_NAME
+    for func in (q.UPDATE_CARDS, q.POST_RECEIPT, q.NOTIFY_APPROVERS, q.NOTIFY_DECISION, q.SEND_REQUEST_CARD):
+        assert q.queue_for(func) == q.QUEUE_NAME
+    jobs.enqueue(q.REVOKE_GRANT, "BG-AAAAAA", 1, jid="r")
+    jobs.enqueue(q.POST_RECEIPT, "BG-AAAAAA", "activated", 1, jid="p")
+    assert JSONQueue(q.ACCESS_QUEUE_NAME, connection=redis_client).job_ids == ["r"]
+    assert jobs.queue.job_ids == ["p"]
+    from datetime import timedelta
+    jobs.enqueue_at(datetime.now(UTC) + timedelta(hours=1), q.REVOKE_GRANT, "BG-BBBBBB", 1, jid="later")
+    assert JSONJob.fetch("later", connection=redis_client).origin == q.ACCESS_QUEUE_NAME
