@@ -15,7 +15,7 @@ import redis
 
 from bench.env import Stack
 from bench.stats import summary
-from services.queue import QUEUE_NAMES, JSONQueue
+from services.queue import worker_queues
 from tests.teams_activities import invoke
 
 
@@ -103,8 +103,7 @@ class Ctx:
 
 
 def queue_idle(client: redis.Redis) -> bool:
-    queues = [JSONQueue(name, connection=client) for name in QUEUE_NAMES]
-    return all(len(queue) == 0 and queue.started_job_registry.count == 0 for queue in queues)
+    return all(len(queue) == 0 and queue.started_job_registry.count == 0 for queue in worker_queues(client))
 
 
 def wait_idle(client: redis.Redis, timeout: float = 600, settle: float = 0.0) -> float:

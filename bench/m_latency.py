@@ -13,7 +13,7 @@ from bench.env import GRAPH_CLIENT_ID, PYTHON, ROOT, TENANT, ProductConfig, wait
 from bench.floor_consumer import ACKS, QUEUE
 from bench.population import Requests, bench_services
 from bench.stats import percentile
-from services.queue import QUEUE_NAMES, JSONQueue
+from services.queue import worker_queues
 from tests.emulators.seed import BY_ALIAS
 from tests.emulators.tokens import mint_access_token
 
@@ -207,7 +207,7 @@ def measure_ack(ctx: Ctx) -> list[Row]:
         ok = sum(1 for b in result.bodies if invoke_ok(b))
         bad += (count - ok) + sum(result.errors.values())
         latencies += result.latencies_ms
-        backlog = sum(len(JSONQueue(name, connection=client)) for name in QUEUE_NAMES)
+        backlog = sum(len(queue) for queue in worker_queues(client))
         per_rep.append({"p50_ms": percentile(result.latencies_ms, 50), "p99_ms": percentile(result.latencies_ms, 99),
                         "rate_achieved": result.throughput, "statuses": dict(result.statuses),
                         "errors": dict(result.errors), "invoke_ok": ok,

@@ -72,17 +72,13 @@ class BreakglassBot(TeamsActivityHandler):
         activity = turn_context.activity
         METRICS.activities.labels(type=activity.type or "unknown").inc()
         sighting = self._sighting(activity)
-        if sighting is not None and self._remembered.get(sighting.object_id, (None, 0.0)) != (sighting, self._ttl()):
+        seen = (sighting, int(time.monotonic() // REMEMBER_TTL_S))
+        if sighting is not None and self._remembered.get(sighting.object_id) != seen:
             await asyncio.to_thread(self.services.notifier.users.remember, sighting)
             if len(self._remembered) >= REMEMBER_MAX:
                 self._remembered.clear()
-            self._remembered[sighting.object_id] = (sighting, self._ttl())
+            self._remembered[sighting.object_id] = seen
         await super().on_turn(turn_context)
-
-    @staticmethod
-    def _ttl() -> int:
-        """The current REMEMBER_TTL_S window: a sighting already written in this window is not written again."""
-        return int(time.monotonic() // REMEMBER_TTL_S)
 
     @staticmethod
     def _sighting(activity: Activity) -> TeamsUser | None:

@@ -112,11 +112,6 @@ class InProcessWorker(_PipelinedHeartbeat, SimpleWorker):
                 log.warning("job heartbeat failed", extra={"job_id": job.id, "error": str(exc)[:200]})
 
 
-def worker_queues(connection: redis.Redis) -> list[q.JSONQueue]:
-    """The queues a worker takes jobs from, access jobs first."""
-    return [q.JSONQueue(name, connection=connection) for name in q.QUEUE_NAMES]
-
-
 def run_worker(burst: bool = False, fork: bool = False, name: str | None = None) -> int:
     runtime = _runtime(graph=True)
     services = Services(runtime)
@@ -127,10 +122,13 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
     prepare_cards()
     install(services)
     worker_cls: Any = ForkingWorker if fork else InProcessWorker
-    worker = worker_cls(worker_queues(runtime.redis), connection=runtime.redis,
-                        serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.JSONQueue,
-                        name=name or f"breakglass-{socket.gethostname()}-{os.getpid()}",
-                        job_monitoring_interval=q.heartbeat_interval_s(runtime.settings.reconcile_interval_s))
+
+    def build(worker_name: str) -> Any:
+        return worker_cls(q.worker_queues(runtime.redis), connection=runtime.redis, serializer=JSONSerializer,
+                          job_class=q.JSONJob, queue_class=q.JSONQueue, name=worker_name,
+                          job_monitoring_interval=q.heartbeat_interval_s(runtime.settings.reconcile_interval_s))
+
+    worker = build(name or f"breakglass-{socket.gethostname()}-{os.getpid()}")
     watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s)
     if not burst:
         watchdog.start()
@@ -140,10 +138,7 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
     def work(generation: int) -> bool:
         nonlocal worker
         if generation > 1:  # the old registration may still look alive; the new loop takes a fresh name
-            worker = worker_cls(worker_queues(runtime.redis), connection=runtime.redis,
-                                serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.JSONQueue,
-                                name=f"{worker.name.split('~')[0]}~{generation}",
-                                job_monitoring_interval=worker.job_monitoring_interval)
+            worker = build(f"{worker.name.split('~')[0]}~{generation}")
         worker.work(burst=burst, logging_level=runtime.settings.log_level, with_scheduler=False)
         # A SIGTERM while idle ends RQ's loop without setting _stop_requested (only the busy path sets it); both
         # record the shutdown request date. Anything else: RQ gave up on an error (Redis gone mid-job).

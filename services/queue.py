@@ -124,6 +124,11 @@ class JSONQueue(Queue):
         super().__init__(name=name, connection=connection, **kwargs)
 
 
+def worker_queues(connection: redis.Redis) -> list[JSONQueue]:
+    """The queues a worker takes jobs from, access jobs first."""
+    return [JSONQueue(name, connection=connection) for name in QUEUE_NAMES]
+
+
 def heartbeat_interval_s(reconcile_interval_s: float) -> int:
     """How often a worker refreshes a running job's heartbeat (RQ takes whole seconds): 5 s for a 30 s period."""
     return max(1, round(reconcile_interval_s / 6))
@@ -158,10 +163,12 @@ class JobQueue:
 
     def pending(self, jid: str) -> bool:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(JSONJob.key_for(jid))
-            pipe.zscore(self.scheduler.scheduled_jobs_key, jid)
-            raw, score = pipe.execute()
+            raw, score = self._read_job(pipe, jid).execute()
         return self._pending(jid, raw, score)
+
+    def _read_job(self, pipe: Any, jid: str) -> Any:
+        """Queue the reads `_pending` needs: the job's hash and its schedule score."""
+        return pipe.hgetall(JSONJob.key_for(jid)).zscore(self.scheduler.scheduled_jobs_key, jid)
 
     def _pending(self, jid: str, raw: dict[bytes, bytes], score: float | None) -> bool:
         """Whether the job (its hash `raw` and schedule `score`, read together) is queued, running or scheduled."""
@@ -192,10 +199,7 @@ class JobQueue:
         lock released in one transaction."""
         lock_key = f"rq:bg-enqueue-lock:{jid}"
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(lock_key, b"1", nx=True, px=2000)
-            pipe.hgetall(JSONJob.key_for(jid))
-            pipe.zscore(self.scheduler.scheduled_jobs_key, jid)
-            locked, raw, score = pipe.execute()
+            locked, raw, score = self._read_job(pipe.set(lock_key, b"1", nx=True, px=2000), jid).execute()
         if not locked:
             return False
         try:
@@ -245,7 +249,7 @@ class JobQueue:
         return self.clock.from_real(datetime.fromtimestamp(float(score), UTC))
 
     def _queue(self, func: str) -> JSONQueue:
-        return self.access_queue if func in ACCESS_JOBS else self.queue
+        return self.access_queue if queue_for(func) == ACCESS_QUEUE_NAME else self.queue
 
     def length(self) -> int:
         """Jobs waiting in both queues."""

@@ -18,9 +18,8 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from jobs.context import install
-from jobs.worker import worker_queues
 from services.clock import OffsetClock
-from services.queue import JSONJob, JSONQueue
+from services.queue import JSONJob, JSONQueue, worker_queues
 from services.runtime import Runtime
 from services.settings import Settings
 from services.wiring import Services

@@ -78,7 +78,6 @@ def note(what: str) -> None:
 def test_access_jobs_jump_the_queue_of_notifications(redis_client: redis.Redis) -> None:
     # Revocations (and grants, extensions, the reconciler) must not wait behind a backlog of card updates and
     # receipts: after 1,000 activations that backlog is thousands of jobs, and expiries fall due meanwhile.
-    from jobs.worker import worker_queues
     from services import queue as q
 
     ORDER.clear()
@@ -87,7 +86,7 @@ def test_access_jobs_jump_the_queue_of_notifications(redis_client: redis.Redis) 
         jobs.queue.enqueue(f"{__name__}.note", f"receipt-{i}", job_id=f"receipt-{i}")
     JSONQueue(q.ACCESS_QUEUE_NAME, connection=redis_client).enqueue(f"{__name__}.note", "revoke", job_id="revoke")
     assert jobs.length() == 6
-    worker = InProcessWorker(worker_queues(redis_client), connection=redis_client, serializer=JSONSerializer,
+    worker = InProcessWorker(q.worker_queues(redis_client), connection=redis_client, serializer=JSONSerializer,
                              job_class=JSONJob, queue_class=JSONQueue)
     worker.work(burst=True)
     assert ORDER[0] == "revoke" and sorted(ORDER[1:]) == [f"receipt-{i}" for i in range(5)]
