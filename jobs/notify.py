@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.context import services
+from policies.lifecycle import State
+from policies.record import RequestRecord
 
 
 def notify_approvers(request_id: str, backups: bool = False) -> dict[str, Any]:
@@ -18,13 +20,24 @@ def update_cards(request_id: str, version: int | None = None) -> dict[str, Any]:
 
 def notify_decision(request_id: str) -> dict[str, Any]:
     s = services()
-    record = s.runtime.store.require(request_id)
-    last = record.history[-1]
-    text = {"approved": f"Your request {record.id} for {record.decision.entitlement_name} was approved.",
-            "denied": f"Your request {record.id} for {record.decision.entitlement_name} was denied: {last.reason}",
-            "approval_expired": f"Your request {record.id} expired: no approver answered in time."}.get(
-        record.state.value, f"Your request {record.id} is now {record.state.value}.")
-    return {"sent": s.notifier.tell_requester(request_id, text)}
+    return {"sent": s.notifier.tell_requester(request_id, decision_text(s.runtime.store.require(request_id)))}
+
+
+def decision_text(record: RequestRecord) -> str:
+    """An approval is announced by its grant job after the Graph request, so it says how the grant went too."""
+    subject = f"Your request {record.id} for {record.decision.entitlement_name}"
+    state = record.state
+    if state is State.ACTIVE and record.grant is not None:
+        return f"{subject} was approved; the access is active until {record.grant.ends_at:%Y-%m-%d %H:%M} UTC."
+    if state in {State.APPROVED, State.ACTIVATING}:
+        return f"{subject} was approved; the access is being set up."
+    if state is State.FAILED:
+        return f"{subject} was approved, but the access could not be granted: {record.failure}"
+    if state is State.DENIED:
+        return f"{subject} was denied: {record.history[-1].reason}"
+    if state is State.APPROVAL_EXPIRED:
+        return f"Your request {record.id} expired: no approver answered in time."
+    return f"Your request {record.id} is now {state.value.replace('_', ' ')}."
 
 
 def send_request_card(request_id: str) -> dict[str, Any]:

@@ -302,12 +302,15 @@ class AccessService:
         self.audit.append(name, actor=who.object_id, request_id=request_id, data={
             "verdict": verdict.value, "reason": reason, "version": record.version,
             "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
-        if record.state is State.APPROVED:  # first: the grant is what the requester is waiting for
+        if record.state is State.APPROVED:
+            # The grant job goes alone: it announces the approval (the requester's notice, every card copy) once
+            # its Graph request is made, so no notification competes with it for a worker or a core before then.
             self.queue.enqueue(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
-        self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
-                           jid=job_id("cards", request_id, record.version))
-        if record.state in {State.APPROVED, State.DENIED}:
-            self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
+        else:
+            self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
+                               jid=job_id("cards", request_id, record.version))
+            if record.state is State.DENIED:
+                self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
         self.metrics.inc("approvals", verdict.value)
         msg = {Event.APPROVED: "Approved.", Event.DENIED: "Denied.",
                Event.APPROVAL_RECORDED: f"Approval recorded ({len(record.votes(Verdict.APPROVE))} of "

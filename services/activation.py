@@ -100,6 +100,29 @@ class GrantService:
         return ent.scope if ent else "/"
 
     def activate(self, request_id: str, attempt: int = 1) -> Outcome:
+        try:
+            return self._activate(request_id, attempt)
+        finally:
+            if attempt == 1:
+                self._announce_approval(request_id)
+
+    def _announce_approval(self, request_id: str) -> None:
+        """The approval's notice to the requester and its card update, queued by the first attempt once it has
+        made its Graph request (or stopped before one): whatever the outcome, the requester hears about the
+        decision exactly as if the vote had queued it, only after the grant instead of beside it. A request the
+        policy approved by itself was answered in its submit card, and gets no notice."""
+        try:
+            record = self.store.get(request_id)
+            if record is None or not any(t.event == Event.APPROVED.value for t in record.history):
+                return
+            self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
+            if record.state in {State.APPROVED, State.ACTIVATING}:  # active and failed grants queued their own
+                self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
+                                   jid=job_id("cards", request_id, record.version))
+        except Exception:  # never hide the activation's own outcome or exception behind this one
+            log.exception("could not queue the approval notice", extra={"request_id": request_id})
+
+    def _activate(self, request_id: str, attempt: int) -> Outcome:
         # One read: the compare-and-set returns the record unchanged when there is nothing to start.
         try:
             record = self.store.update(request_id, lambda r: r.apply(Event.ACTIVATION_STARTED, WORKER,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from policies.lifecycle import State
+from services.queue import worker_queues
 from tests.factories import PEOPLE
 from tests.integration.bot.conftest import actions, assert_valid_card, card_of, inputs, texts
 from tests.teams_activities import invoke, legacy_submit, message, personal_conversation
@@ -31,6 +32,10 @@ async def submit(teams, alias: str, card: dict, **changes: object) -> dict:
     verb, data = next((v, d) for v, d in actions(card) if v == "request.submit")
     return await teams.invoke_card(invoke(alias, verb, {**data, **values}, teams.product.service_url,
                                           reply_to_id=teams.sent_to(alias)[-1]["id"]))
+
+
+def queued_job_ids(product) -> list[str]:
+    return sorted(job_id for queue in worker_queues(product.runtime.redis) for job_id in queue.job_ids)
 
 
 def only_request(product, alias: str):
@@ -78,6 +83,8 @@ async def test_submit_with_errors_comes_back_inline_then_fixed_is_auto_approved(
     triaged = [e for e in product.audit.events() if e.event == "request.triaged"]
     assert len(triaged) == 1 and triaged[0].data["changed_by_human"] == {}
     product.run_jobs()
+    # The submit card already said so: no separate approval notice for what the policy approved by itself.
+    assert not [a for a in teams.sent_to("sam") if "was approved" in (a.get("summary") or "")]
     record = product.store.get(record.id)
     assert record.state is State.ACTIVE
     instances = product.graph.instances()
@@ -106,9 +113,15 @@ async def test_approver_approves_and_every_copy_of_the_card_follows(teams):
     card = await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
     assert "Approved" in texts(card)
     assert product.store.get(record.id).state is State.APPROVED
+    # The grant job goes alone; the requester's notice and the other card copies follow it.
+    assert queued_job_ids(product) == [f"grant_{record.id}"]
     product.run_jobs()
     final = product.store.get(record.id)
     assert final.state is State.ACTIVE
+    notices = [a.get("summary") or "" for a in teams.sent_to("riley")]
+    assert [n for n in notices if "was approved" in n] == [
+        f"Your request {record.id} for Global Administrator was approved; the access is active until "
+        f"{final.grant.ends_at:%Y-%m-%d %H:%M} UTC."]
     assert len(product.graph.calls.list(path="roleAssignmentScheduleRequests", method="POST")) == 1
     for ref in final.cards:
         latest = product.connector.activity(ref.conversation_id, ref.activity_id)
@@ -118,6 +131,21 @@ async def test_approver_approves_and_every_copy_of_the_card_follows(teams):
         assert not [v for v, _ in actions(card_of(latest)) if v in {"request.approve", "request.deny"}]
     receipt = product.servicenow.work_notes("INC0012347")
     assert any("Global Administrator granted" in n for n in receipt)
+
+
+async def test_a_grant_that_fails_after_approval_tells_the_requester_why(teams):
+    product = teams.product
+    record = await pending_riley_request(teams)
+    product.graph.add_fault(path="roleAssignmentScheduleRequests", method="POST", status=403,
+                            fixture="graph/error_403_authorization_request_denied.http.json")
+    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
+    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    product.run_jobs()
+    failed = product.store.get(record.id)
+    assert failed.state is State.FAILED
+    assert (f"Your request {record.id} for Global Administrator was approved, but the access could not be "
+            f"granted: {failed.failure}") in texts(card_of(teams.sent_to("riley")[-1]))
+    assert "Authorization_RequestDenied" in failed.failure
 
 
 async def test_deny_needs_a_reason_and_records_it(teams):
@@ -132,7 +160,10 @@ async def test_deny_needs_a_reason_and_records_it(teams):
     assert "Denied" in texts(card)
     denied = product.store.get(record.id)
     assert denied.state is State.DENIED and denied.approvals[-1].reason == "Use Helpdesk Admin"
+    assert queued_job_ids(product) == [f"cards_{record.id}_{denied.version}", f"decision_{record.id}"]
     product.run_jobs()
+    assert teams.sent_to("riley")[-1].get("summary") == (
+        f"Your request {record.id} for Global Administrator was denied: Use Helpdesk Admin")
     assert product.graph.calls.list(path="roleAssignmentScheduleRequests", method="POST") == []
 
 
