@@ -18,7 +18,7 @@ from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity
 from botframework.connector.auth import BotFrameworkAuthentication
 
-from bot.auth import SigningKeyRefresh, build_authentication
+from bot.auth import SigningKeyRefresh, ValidatedTokens, build_authentication
 from bot.clients import ReusingAuthentication
 from bot.handler import BreakglassBot
 from bot.webhooks import ItsmWebhook
@@ -134,6 +134,7 @@ class MessagesEndpoint:
         self.bot = bot
         self.auth = ReusingAuthentication(authentication)  # per-turn clients built once (bot/clients.py)
         self.key_refresh = SigningKeyRefresh()
+        self.validated = ValidatedTokens()
         self.adapter = CloudAdapter(self.auth)
         self.adapter.on_turn_error = self._on_turn_error
 
@@ -183,12 +184,19 @@ class MessagesEndpoint:
         return web.Response(status=201)
 
     async def _authenticate(self, activity: Activity, header: str) -> Any:
-        try:
+        if self.settings.auth_disabled:
             return await self.auth.authenticate_request(activity, header)
+        remembered = self.validated.get(header, activity.channel_id, activity.service_url)
+        if remembered is not None:
+            return remembered
+        try:
+            result = await self.auth.authenticate_request(activity, header)
         except Exception:
-            if self.settings.auth_disabled or not self.key_refresh.unknown_key(header):
+            if not self.key_refresh.unknown_key(header):
                 raise
-            return await self.auth.authenticate_request(activity, header)  # once more, with fresh signing keys
+            result = await self.auth.authenticate_request(activity, header)  # once more, with fresh signing keys
+        self.validated.remember(header, activity.channel_id, activity.service_url, result)
+        return result
 
     async def _check_origin(self, activity: Activity) -> web.Response | None:
         reason = None

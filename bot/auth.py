@@ -7,15 +7,24 @@ metadata. Development (BREAKGLASS_ENV=development, no MicrosoftAppId): botbuilde
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from types import SimpleNamespace
+from typing import Any
 
 import jwt
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
-from botframework.connector.auth import AuthenticationConfiguration, BotFrameworkAuthentication, JwtTokenExtractor
+from botframework.connector.auth import (
+    AuthenticateRequestResult,
+    AuthenticationConfiguration,
+    BotFrameworkAuthentication,
+    JwtTokenExtractor,
+)
 
 from services.settings import Settings
 
@@ -80,3 +89,58 @@ class SigningKeyRefresh:
             refreshed = True
             log.info("unknown signing key id; refreshing the OpenID keys", extra={"metadata_url": url})
         return refreshed
+
+
+class ValidatedTokens:
+    """Tokens botbuilder has accepted, remembered for at most REMEMBER_S and never past their `exp`.
+
+    Teams sends the same channel token with every activity for up to an hour, and checking it again (signature,
+    issuer, audience, lifetime, endorsement for the channel, the serviceurl claim) is about 0.6 ms of CPU per
+    activity, a tenth of an approval's way to Graph. An entry is keyed by the SHA-256 of the whole Authorization
+    header together with the activity's channel id and service URL, the two activity fields botbuilder checks the
+    token against, so a token is only ever accepted again for the channel and service URL it was validated with.
+    Only acceptances are remembered: every bad token is validated in full. After a signing-key rollover that
+    withdraws a key, a token it signed can be accepted for at most REMEMBER_S more."""
+
+    REMEMBER_S = 300.0
+    MAX_ENTRIES = 1024
+
+    def __init__(self, now: Callable[[], float] = time.time):
+        self._now = now
+        self._entries: OrderedDict[bytes, tuple[float, AuthenticateRequestResult]] = OrderedDict()
+
+    @staticmethod
+    def _key(header: str, channel_id: str | None, service_url: str | None) -> bytes:
+        return hashlib.sha256("\n".join((header, channel_id or "", service_url or "")).encode()).digest()
+
+    def get(self, header: str, channel_id: str | None, service_url: str | None) -> AuthenticateRequestResult | None:
+        key = self._key(header, channel_id, service_url)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        until, result = entry
+        if self._now() >= until:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        # A fresh result per turn: the adapter may set fields on it, and turns run concurrently.
+        copy = AuthenticateRequestResult()
+        copy.claims_identity, copy.audience = result.claims_identity, result.audience
+        copy.caller_id, copy.connector_factory = result.caller_id, result.connector_factory
+        return copy
+
+    def remember(self, header: str, channel_id: str | None, service_url: str | None,
+                 result: AuthenticateRequestResult) -> None:
+        claims: dict[str, Any] = getattr(result.claims_identity, "claims", None) or {}
+        try:
+            expires = float(claims["exp"])
+        except (KeyError, TypeError, ValueError):
+            return  # nothing says how long it is good for: validate it every time
+        until = min(expires, self._now() + self.REMEMBER_S)
+        if until <= self._now():
+            return
+        key = self._key(header, channel_id, service_url)
+        self._entries[key] = (until, result)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)

@@ -110,6 +110,25 @@ async def test_valid_token_is_accepted(secured, product):
     assert status == 200 and body["statusCode"] == 200, body
 
 
+async def test_a_remembered_token_is_accepted_again_only_where_it_was_validated(secured):
+    # The endpoint remembers accepted tokens (bot.auth.ValidatedTokens); the same token must still be refused for
+    # another service URL (its serviceurl claim) and another channel (its endorsements).
+    client, emulator, service_url = secured
+    header = emulator.minter().authorization(service_url)
+    activity = invoke("sam", "request.refresh", {"requestId": "BG-AAAAAA"}, service_url)
+    for _ in range(2):
+        status, body = await post_raw(client, json.dumps(activity), headers={"Authorization": header})
+        assert status == 200 and body["statusCode"] == 200, body
+    elsewhere = invoke("sam", "request.refresh", {"requestId": "BG-AAAAAA"}, "https://smba.attacker.example/")
+    status, body = await post_raw(client, json.dumps(elsewhere), headers={"Authorization": header})
+    assert status == 401, body
+    other_channel = invoke("sam", "request.refresh", {"requestId": "BG-AAAAAA"}, service_url, channel="slack")
+    status, body = await post_raw(client, json.dumps(other_channel), headers={"Authorization": header})
+    assert status == 401, body
+    status, _ = await post_raw(client, json.dumps(activity), headers={"Authorization": header + "x"})
+    assert status == 401
+
+
 async def test_health_and_readiness(client):
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
