@@ -306,6 +306,7 @@ class HttpClient:
         self._session: requests.Session | None = None
         self._session_pid = 0
         self._session_lock = threading.Lock()
+        self._proxy_cache: dict[str, dict[str, str]] = {}
 
     # --- session (one per process: a forked RQ work horse must not reuse the parent's sockets) ---
 
@@ -320,6 +321,11 @@ class HttpClient:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
+        # requests re-reads the environment (proxies, CA bundle, ~/.netrc) on every call, about 0.1 ms each; read
+        # it once per session instead (proxies per origin, in _proxies). Credentials from .netrc are never wanted.
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxy_cache = {}
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_maxsize, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -327,6 +333,14 @@ class HttpClient:
         if self.basic_auth is not None:
             session.auth = self.basic_auth
         return session
+
+    def _proxies(self, url: str) -> dict[str, str]:
+        """HTTP(S)_PROXY / NO_PROXY from the environment for this URL's origin, read once per origin."""
+        key = origin(url)
+        found = self._proxy_cache.get(key)
+        if found is None:
+            found = self._proxy_cache[key] = requests.utils.get_environ_proxies(url)
+        return found
 
     def close(self) -> None:
         with self._session_lock:
@@ -474,8 +488,10 @@ class HttpClient:
               attempts: int) -> requests.Response:
         self._count(sends=1)
         try:
-            response = self.session.request(method, url, json=json, data=data, headers=headers,
-                                            timeout=self._attempt_timeout(started), allow_redirects=False)
+            session = self.session
+            response = session.request(method, url, json=json, data=data, headers=headers,
+                                       proxies=self._proxies(url), timeout=self._attempt_timeout(started),
+                                       allow_redirects=False)
         except requests.Timeout:
             raise _Retry("timeout", message="timed out") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -1,8 +1,9 @@
 """Redis persistence: requests (with votes, grant and history), indexes, and the grant ledger.
 
 Every state change is a compare-and-set: the caller passes a function old -> new that is re-run on fresh data
-if another process changed the record in between (WATCH/MULTI). Indexes are written in the same transaction,
-so a reader never sees a request in a state set it has left.
+if another process changed the record in between (a Lua script replaces the record only if it still holds the
+bytes that were read). Indexes are written in the same script, so a reader never sees a request in a state set
+it has left.
 """
 
 from __future__ import annotations
@@ -131,10 +132,56 @@ def decode(raw: bytes | str) -> RequestRecord:
     return RequestRecord.model_validate_json(data)
 
 
+# The record is replaced, and its index entries written, only if it is still exactly the bytes the caller read: a
+# compare-and-set in two round trips (GET, then this) where WATCH/GET/MULTI…EXEC takes three.
+_REPLACE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+local a = 3
+for k = 2, #KEYS do
+  local op = ARGV[a]
+  if op == 'ZADD' then
+    redis.call('ZADD', KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    a = a + 3
+  else
+    redis.call(op, KEYS[k], ARGV[a + 1])
+    a = a + 2
+  end
+end
+return 1
+"""
+
+
+class _IndexWrites:
+    """Collects RequestStore._index's writes (one key each) as arguments for _REPLACE."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def sadd(self, key: str, member: str) -> None:
+        self.keys.append(key)
+        self.args += ["SADD", member]
+
+    def srem(self, key: str, member: str) -> None:
+        self.keys.append(key)
+        self.args += ["SREM", member]
+
+    def zrem(self, key: str, member: str) -> None:
+        self.keys.append(key)
+        self.args += ["ZREM", member]
+
+    def zadd(self, key: str, mapping: dict[str, float]) -> None:
+        for member, score in mapping.items():
+            self.keys.append(key)
+            self.args += ["ZADD", repr(float(score)), member]
+
+
 class RequestStore:
     def __init__(self, client: redis.Redis, prefix: str = "bg"):
         self.redis = client
         self.keys = Keys(prefix)
+        self._replace = client.register_script(_REPLACE)
 
     # --- requests ------------------------------------------------------------------------------------------
 
@@ -189,29 +236,22 @@ class RequestStore:
         """Compare-and-set. `change` may raise (e.g. InvalidTransitionError); then nothing is written.
         Returning the record unchanged is a no-op."""
         key = self.keys.request(request_id)
-        with self.redis.pipeline() as pipe:
-            for _ in range(MAX_CAS_ATTEMPTS):
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise NotFoundError(f"no request {request_id}")
-                    old = decode(raw)
-                    if expected_version is not None and old.version != expected_version:
-                        raise StaleVersionError(request_id, expected_version, old.version)
-                    new = change(old)
-                    if new is old or new == old:
-                        pipe.unwatch()
-                        return old
-                    if new.version <= old.version:
-                        raise ConflictError("a change must bump the record version")
-                    pipe.multi()
-                    pipe.set(key, encode(new))
-                    self._index(pipe, old, new)
-                    pipe.execute()
-                    return new
-                except WatchError:
-                    continue
+        for _ in range(MAX_CAS_ATTEMPTS):
+            raw = self.redis.get(key)
+            if raw is None:
+                raise NotFoundError(f"no request {request_id}")
+            old = decode(raw)
+            if expected_version is not None and old.version != expected_version:
+                raise StaleVersionError(request_id, expected_version, old.version)
+            new = change(old)
+            if new is old or new == old:
+                return old
+            if new.version <= old.version:
+                raise ConflictError("a change must bump the record version")
+            index = _IndexWrites()
+            self._index(index, old, new)
+            if self._replace(keys=[key, *index.keys], args=[raw, encode(new), *index.args]):
+                return new
         raise ConflictError(f"request {request_id} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 
     def _index(self, pipe: Any, old: RequestRecord | None, new: RequestRecord) -> None:

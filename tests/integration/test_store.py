@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policies.lifecycle import Event, InvalidTransitionError, State
-from policies.model import Actor, Grant
+from policies.model import Actor, CardRef, Grant
 from services.errors import ConflictError, NotFoundError, StaleVersionError
 from services.store import RequestStore, new_request_id
 from tests.factories import PEOPLE, facts, record_for, request, ticket
@@ -53,6 +53,26 @@ def test_transition_moves_indexes_atomically(store, policy):
     assert store.ids_in_state(State.APPROVED) == [rec.id]
     assert store.pending_for_approver(PEOPLE["dana"].object_id) == []
     assert store.due_approvals(NOW + timedelta(days=1)) == []
+
+
+def test_a_change_made_meanwhile_is_never_overwritten(store, policy):
+    # Another process records a card copy between this update's read and its write: the write is refused and the
+    # change is re-run on the record as it now is, so both survive.
+    rec = store.create(pending_record(policy))
+    card = CardRef(service_url="https://smba.example/", conversation_id="a:1", activity_id="1")
+    seen: list[int] = []
+
+    def approve(r):
+        seen.append(r.version)
+        if len(seen) == 1:
+            store.update(rec.id, lambda other: other.with_changes(NOW, cards=(*other.cards, card)))
+        return r.apply(Event.APPROVED, Actor(object_id=PEOPLE["dana"].object_id), NOW)
+
+    new = store.update(rec.id, approve)
+    assert seen == [rec.version, rec.version + 1]
+    assert new.state is State.APPROVED and new.cards == (card,) and new.version == rec.version + 2
+    assert store.get(rec.id) == new
+    assert store.ids_in_state(State.APPROVED) == [rec.id] and store.ids_in_state(State.PENDING_APPROVAL) == []
 
 
 def test_illegal_transition_writes_nothing(store, policy):
