@@ -119,6 +119,7 @@ def measure_floor_and_approve(ctx: Ctx, *, approve: bool = True) -> list[Row]:
         clicked: list[tuple[str, float, float]] = []  # (target, t0, http_ms)
         per_rep: list[dict[str, Any]] = []
         for rep in range(reps):
+            wait_idle(client, settle=0.2)  # the previous repetition's last grant must not overlap the floor
             totals, hops, posts = floor.run(sizes.floor_samples)
             floor_all += totals
             hop_all += hops

@@ -305,7 +305,7 @@ class AccessService:
         if record.state is State.APPROVED:
             # The grant job goes alone: it announces the approval (the requester's notice, every card copy) once
             # its Graph request is made, so no notification competes with it for a worker or a core before then.
-            self.queue.enqueue(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
+            self.queue.enqueue_new(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
         else:
             self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
                                jid=job_id("cards", request_id, record.version))

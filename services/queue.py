@@ -217,6 +217,16 @@ class JobQueue:
             pipe.execute()
         return True
 
+    def enqueue_new(self, func: str, *args: object, jid: str, timeout: int = 120) -> None:
+        """One round trip, no duplicate check: only for a job whose id nobody can have queued yet, because the
+        compare-and-set that made it due is its only caller (an approval's grant job). The reconciler's own
+        enqueue of the same id waits until the record has been still for a reconcile period, and the job is
+        idempotent besides."""
+        with self.redis.pipeline() as pipe:
+            self._queue(func).enqueue(func, *args, job_id=jid, job_timeout=timeout, result_ttl=3600,
+                                      failure_ttl=7 * 86400, pipeline=pipe)
+            pipe.execute()
+
     def enqueue_at(self, when: datetime, func: str, *args: object, jid: str, timeout: int = 120) -> bool:
         """Schedule through rq-scheduler (1 s resolution). An existing schedule for the id is moved, not doubled."""
         if when.tzinfo is None:

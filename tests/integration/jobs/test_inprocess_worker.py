@@ -108,3 +108,17 @@ def test_access_jobs_are_routed_to_the_access_queue(redis_client: redis.Redis) -
     from datetime import timedelta
     jobs.enqueue_at(datetime.now(UTC) + timedelta(hours=1), q.REVOKE_GRANT, "BG-BBBBBB", 1, jid="later")
     assert JSONJob.fetch("later", connection=redis_client).origin == q.ACCESS_QUEUE_NAME
+
+
+def test_a_new_job_is_queued_in_one_round_trip_exactly_like_a_checked_one(redis_client: redis.Redis) -> None:
+    from services import queue as q
+
+    jobs = JobQueue(redis_client)
+    jobs.enqueue(q.ACTIVATE_GRANT, "BG-AAAAAA", jid="checked")
+    jobs.enqueue_new(q.ACTIVATE_GRANT, "BG-AAAAAA", jid="new")
+    assert JSONQueue(q.ACCESS_QUEUE_NAME, connection=redis_client).job_ids == ["checked", "new"]
+    checked, new = (JSONJob.fetch(j, connection=redis_client) for j in ("checked", "new"))
+    for job in (checked, new):
+        assert job.get_status() == "queued" and job.func_name == q.ACTIVATE_GRANT and job.args == ["BG-AAAAAA"]
+    assert (new.timeout, new.result_ttl, new.failure_ttl) == (checked.timeout, checked.result_ttl, checked.failure_ttl)
+    assert jobs.pending("new") and not jobs.enqueue(q.ACTIVATE_GRANT, "BG-AAAAAA", jid="new")
