@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from bot.app import SERVER_LIMITS, create_app
+from services.heap import freeze_startup_objects
 from services.logs import configure_logging
 from services.redis_conn import require_safe_redis
 from services.runtime import Runtime
@@ -36,6 +37,7 @@ def run_serve(host: str | None = None, port: int | None = None) -> int:
     log.info("policy loaded", extra={"policy_name": policy.name, "digest": policy.digest(),
                                      "entitlements": len(policy.entitlements)})
     app = create_app(settings, Services(runtime))
+    freeze_startup_objects()
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=10, **SERVER_LIMITS)
     return 0

@@ -25,6 +25,7 @@ from rq_scheduler import Scheduler
 from cards.builder import prepare as prepare_cards
 from jobs.context import install
 from services import queue as q
+from services.heap import freeze_startup_objects
 from services.logs import configure_logging
 from services.redis_conn import require_safe_redis
 from services.runtime import Runtime
@@ -191,6 +192,7 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
         getattr(services, component)
     prepare_cards()
     install(services)
+    freeze_startup_objects()
     worker_cls: Any = ForkingWorker if fork else InProcessWorker
 
     def build(worker_name: str) -> Any:
