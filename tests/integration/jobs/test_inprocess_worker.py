@@ -122,3 +122,44 @@ def test_a_new_job_is_queued_in_one_round_trip_exactly_like_a_checked_one(redis_
         assert job.get_status() == "queued" and job.func_name == q.ACTIVATE_GRANT and job.args == ["BG-AAAAAA"]
     assert (new.timeout, new.result_ttl, new.failure_ttl) == (checked.timeout, checked.result_ttl, checked.failure_ttl)
     assert jobs.pending("new") and not jobs.enqueue(q.ACTIVATE_GRANT, "BG-AAAAAA", jid="new")
+
+
+SEEN: dict[str, dict[str, object]] = {}
+
+
+def snapshot(label: str) -> str:
+    """What a running job looks like in Redis, from inside the job."""
+    from rq import get_current_job
+    from rq.registry import StartedJobRegistry
+
+    job = get_current_job()
+    assert job is not None
+    conn = job.connection
+    fresh = JSONJob.fetch(job.id, connection=conn)
+    worker_key = f"rq:worker:{fresh.worker_name}"
+    SEEN[label] = {
+        "status": fresh.get_status(), "has_worker": bool(fresh.worker_name), "started": fresh.started_at is not None,
+        "heartbeat": fresh.last_heartbeat is not None, "ttl": conn.ttl(fresh.key),
+        "in_started_registry": job.id in StartedJobRegistry(fresh.origin, connection=conn).get_job_ids(),
+        "executions": len(conn.zrange(f"rq:executions:{job.id}", 0, -1)),
+        "worker_state": (conn.hget(worker_key, "state") or b"").decode(),
+        "worker_beat": conn.hget(worker_key, "last_heartbeat") is not None, "worker_ttl": conn.ttl(worker_key) > 0,
+    }
+    return label
+
+
+def test_a_job_starts_with_the_same_redis_records_as_under_rqs_own_worker(redis_client: redis.Redis) -> None:
+    # InProcessWorker writes RQ 3.0's start-of-job records in one transaction instead of RQ's three round trips;
+    # what a running job looks like to RQ (registries, execution, job and worker hashes) must not change.
+    from rq import SimpleWorker
+
+    jobs = JobQueue(redis_client)
+    for label, cls in (("rq", SimpleWorker), ("ours", InProcessWorker)):
+        assert jobs.enqueue(f"{__name__}.snapshot", label, jid=f"snap-{label}")
+        worker = cls([JSONQueue(connection=redis_client)], connection=redis_client, serializer=JSONSerializer,
+                     job_class=JSONJob, queue_class=JSONQueue, job_monitoring_interval=1)
+        worker.work(burst=True)
+        assert JSONJob.fetch(f"snap-{label}", connection=redis_client).get_status() == "finished"
+    assert SEEN["ours"] == SEEN["rq"]
+    assert SEEN["ours"]["status"] == "started" and SEEN["ours"]["in_started_registry"]
+    assert SEEN["ours"]["executions"] == 1 and SEEN["ours"]["worker_state"] == "busy"
