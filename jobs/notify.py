@@ -31,6 +31,8 @@ def decision_text(record: RequestRecord) -> str:
         return f"{subject} was approved; the access is active until {record.grant.ends_at:%Y-%m-%d %H:%M} UTC."
     if state in {State.APPROVED, State.ACTIVATING}:
         return f"{subject} was approved; the access is being set up."
+    if state is State.APPLIED:
+        return f"{subject} was approved and added to {record.request.extends}."
     if state is State.FAILED:
         return f"{subject} was approved, but the access could not be granted: {record.failure}"
     if state is State.DENIED:

@@ -116,7 +116,7 @@ class GrantService:
             if record is None or not any(t.event == Event.APPROVED.value for t in record.history):
                 return
             self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
-            if record.state in {State.APPROVED, State.ACTIVATING}:  # active and failed grants queued their own
+            if record.state is not State.ACTIVE:  # an active grant's cards were queued by _after_activation
                 self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
                                    jid=job_id("cards", request_id, record.version))
         except Exception:  # never hide the activation's own outcome or exception behind this one

@@ -315,6 +315,36 @@ async def test_deactivate_and_extend_an_active_grant(teams):
     assert product.graph.instances() == []
 
 
+async def test_an_approved_extension_is_announced_once_applied_and_every_card_copy_follows(teams):
+    product = teams.product
+    record = await pending_riley_request(teams)
+    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
+    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    product.run_jobs()
+    active = product.store.get(record.id)
+    assert active.state is State.ACTIVE
+    await teams.post(message("riley", f"extend {record.id} 15", product.service_url))
+    product.run_jobs()
+    extension = next(r for r in product.store.by_requester(PEOPLE["riley"].object_id) if r.request.extends)
+    assert extension.state is State.PENDING_APPROVAL
+    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve"
+                   and d.get("requestId") == extension.id)
+    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    assert queued_job_ids(product) == [f"grant_{extension.id}"]
+    product.run_jobs()
+    applied = product.store.get(extension.id)
+    assert applied.state is State.APPLIED
+    assert product.store.get(record.id).grant.ends_at == active.grant.ends_at + __import__("datetime").timedelta(
+        minutes=15)
+    notices = [a.get("summary") or "" for a in teams.sent_to("riley")]
+    assert notices.count(f"Your request {extension.id} for Global Administrator was approved and added to "
+                         f"{record.id}.") == 1
+    for ref in applied.cards:  # no copy of the extension's card still offers approve/deny
+        latest = product.connector.activity(ref.conversation_id, ref.activity_id)
+        assert latest is not None
+        assert not [v for v, _ in actions(card_of(latest)) if v in {"request.approve", "request.deny"}], ref
+
+
 async def test_hostile_ai_suggestion_changes_only_the_prefill(tmp_path, redis_client, redis_url):
     import json as _json
 
