@@ -355,7 +355,7 @@ async def test_a_break_glass_request_is_approved_by_the_lead_in_the_playground_a
             # ...and the requester hears about it in their chat, the channel gets the receipt.
             await streams.wait("the requester's notice", lambda: [
                 card for _, card in streams.bot_messages(chat)
-                if request_id in json.dumps(card) and "is now active" in json.dumps(card)])
+                if request_id in json.dumps(card) and "was approved; the access is active until" in json.dumps(card)])
             await streams.wait("the channel receipt", lambda: [
                 card for _, card in streams.bot_messages(APPROVALS)
                 if f"Access granted: {request_id}" in json.dumps(card)])
