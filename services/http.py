@@ -488,10 +488,9 @@ class HttpClient:
               attempts: int) -> requests.Response:
         self._count(sends=1)
         try:
-            session = self.session
-            response = session.request(method, url, json=json, data=data, headers=headers,
-                                       proxies=self._proxies(url), timeout=self._attempt_timeout(started),
-                                       allow_redirects=False)
+            response = self.session.request(method, url, json=json, data=data, headers=headers,
+                                            proxies=self._proxies(url), timeout=self._attempt_timeout(started),
+                                            allow_redirects=False)
         except requests.Timeout:
             raise _Retry("timeout", message="timed out") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -211,11 +211,15 @@ class JobQueue:
             self.redis.delete(lock_key)
             return False
         with self.redis.pipeline() as pipe:
-            self._queue(func).enqueue(func, *args, job_id=jid, job_timeout=timeout, result_ttl=3600,
-                                      failure_ttl=7 * 86400, at_front=at_front, pipeline=pipe)
+            self._write(pipe, func, args, jid, timeout, at_front)
             pipe.delete(lock_key)
             pipe.execute()
         return True
+
+    def _write(self, pipe: Any, func: str, args: tuple[object, ...], jid: str, timeout: int,
+               at_front: bool = False) -> None:
+        self._queue(func).enqueue(func, *args, job_id=jid, job_timeout=timeout, result_ttl=3600,
+                                  failure_ttl=7 * 86400, at_front=at_front, pipeline=pipe)
 
     def enqueue_new(self, func: str, *args: object, jid: str, timeout: int = 120) -> None:
         """One round trip, no duplicate check: only for a job whose id nobody can have queued yet, because the
@@ -223,8 +227,7 @@ class JobQueue:
         enqueue of the same id waits until the record has been still for a reconcile period, and the job is
         idempotent besides."""
         with self.redis.pipeline() as pipe:
-            self._queue(func).enqueue(func, *args, job_id=jid, job_timeout=timeout, result_ttl=3600,
-                                      failure_ttl=7 * 86400, pipeline=pipe)
+            self._write(pipe, func, args, jid, timeout)
             pipe.execute()
 
     def enqueue_at(self, when: datetime, func: str, *args: object, jid: str, timeout: int = 120) -> bool:
