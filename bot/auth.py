@@ -11,7 +11,6 @@ import hashlib
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from types import SimpleNamespace
@@ -26,6 +25,7 @@ from botframework.connector.auth import (
     JwtTokenExtractor,
 )
 
+from bot.clients import Bounded
 from services.settings import Settings
 
 CHANNEL_ISSUER = "https://api.botframework.com"
@@ -107,7 +107,7 @@ class ValidatedTokens:
 
     def __init__(self, now: Callable[[], float] = time.time):
         self._now = now
-        self._entries: OrderedDict[bytes, tuple[float, AuthenticateRequestResult]] = OrderedDict()
+        self._entries = Bounded(self.MAX_ENTRIES)
 
     @staticmethod
     def _key(header: str, channel_id: str | None, service_url: str | None) -> bytes:
@@ -139,8 +139,4 @@ class ValidatedTokens:
         until = min(expires, self._now() + self.REMEMBER_S)
         if until <= self._now():
             return
-        key = self._key(header, channel_id, service_url)
-        self._entries[key] = (until, result)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.MAX_ENTRIES:
-            self._entries.popitem(last=False)
+        self._entries.remember(self._key(header, channel_id, service_url), (until, result))

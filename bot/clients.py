@@ -35,17 +35,23 @@ def _app_id(identity: ClaimsIdentity | None) -> str:
                or identity.get_claim_value(AuthenticationConstants.APP_ID_CLAIM) or "")
 
 
-class _Bounded(OrderedDict[Any, Any]):
+class Bounded(OrderedDict[Any, Any]):
+    """A dict that forgets its oldest entries beyond `limit`."""
+
+    def __init__(self, limit: int = MAX_CACHED):
+        super().__init__()
+        self.limit = limit
+
     def remember(self, key: Any, value: Any) -> Any:
         self[key] = value
         self.move_to_end(key)
-        while len(self) > MAX_CACHED:
+        while len(self) > self.limit:
             self.popitem(last=False)
         return value
 
 
 class _ReusingConnectorFactory(ConnectorFactory):
-    def __init__(self, inner: ConnectorFactory, app_id: str, cache: _Bounded):
+    def __init__(self, inner: ConnectorFactory, app_id: str, cache: Bounded):
         self.inner = inner
         self.app_id = app_id
         self.cache = cache
@@ -63,8 +69,8 @@ class ReusingAuthentication(BotFrameworkAuthentication):
 
     def __init__(self, inner: BotFrameworkAuthentication):
         self.inner = inner
-        self._connectors = _Bounded()
-        self._user_token_clients = _Bounded()
+        self._connectors = Bounded()
+        self._user_token_clients = Bounded()
 
     def _wrap(self, result: AuthenticateRequestResult) -> AuthenticateRequestResult:
         if result.connector_factory is not None:

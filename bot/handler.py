@@ -13,6 +13,7 @@ from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ChannelAccount
 
 from bot.actions import Actions, Origin
+from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
 from cards.lists import message_card
@@ -66,7 +67,7 @@ class BreakglassBot(TeamsActivityHandler):
         # object id -> (last sighting written, REMEMBER_TTL_S window): every activity re-reports its sender, and
         # re-reading the stored user (a thread hop and a Redis GET before the turn) is only worth it when something
         # changed or a while has passed.
-        self._remembered: dict[str, tuple[TeamsUser, int]] = {}
+        self._remembered = Bounded(REMEMBER_MAX)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -75,9 +76,7 @@ class BreakglassBot(TeamsActivityHandler):
         seen = (sighting, int(time.monotonic() // REMEMBER_TTL_S))
         if sighting is not None and self._remembered.get(sighting.object_id) != seen:
             await asyncio.to_thread(self.services.notifier.users.remember, sighting)
-            if len(self._remembered) >= REMEMBER_MAX:
-                self._remembered.clear()
-            self._remembered[sighting.object_id] = seen
+            self._remembered.remember(sighting.object_id, seen)
         await super().on_turn(turn_context)
 
     @staticmethod

@@ -164,7 +164,6 @@ class _JobHeartbeats(threading.Thread):
         self.worker = worker
         self.lock = threading.Lock()
         self.current: tuple[Job, Execution] | None = None
-        self.stopped = threading.Event()
 
     def watch(self, job: Job | None, execution: Execution | None) -> None:
         # The lock makes the end of a job wait for a refresh already under way, so none lands after the end.
@@ -172,7 +171,8 @@ class _JobHeartbeats(threading.Thread):
             self.current = (job, execution) if job is not None and execution is not None else None
 
     def run(self) -> None:
-        while not self.stopped.wait(self.worker.job_monitoring_interval):
+        while True:
+            time.sleep(self.worker.job_monitoring_interval)
             with self.lock:
                 watched = self.current
                 if watched is None:

@@ -16,13 +16,12 @@ list.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,8 +150,8 @@ class AuditLog:
         self.clock = clock or SystemClock()
         self.checkpoint_every = checkpoint_every
         self.segment_size = segment_size
-        self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        # Sealed segments never change: for_request may keep the ones it decompressed (verify reads Redis every time).
+        self._cached_segment = functools.lru_cache(maxsize=SEGMENT_CACHE)(self._segment)
         self.k_events = f"{prefix}:audit:events"
         self.k_head = f"{prefix}:audit:head"
         self.k_checkpoints = f"{prefix}:audit:checkpoints"
@@ -233,19 +232,6 @@ class AuditLog:
             sealed, length = pipe.get(self.k_sealed).llen(self.k_events).execute()
         return int(sealed or 0) + int(length)
 
-    def _cached_segment(self, index: int) -> list[bytes]:
-        with self._cache_lock:
-            lines = self._cache.get(index)
-            if lines is not None:
-                self._cache.move_to_end(index)
-                return lines
-        lines = self._segment(index)
-        with self._cache_lock:
-            self._cache[index] = lines
-            while len(self._cache) > SEGMENT_CACHE:
-                self._cache.popitem(last=False)
-        return lines
-
     def _segment(self, index: int) -> list[bytes]:
         first, last = index * self.segment_size + 1, (index + 1) * self.segment_size
         blob = self.redis.hget(self.k_segments, index)
@@ -295,7 +281,7 @@ class AuditLog:
         for s, raw in zip(seqs, plain, strict=True):
             if s <= int(sealed):
                 index = (s - 1) // self.segment_size
-                if index not in segments:  # verify() reads Redis every time; a trail may use the cache
+                if index not in segments:
                     segments[index] = self._cached_segment(index)
                 lines = segments[index]
                 offset = (s - 1) % self.segment_size

@@ -159,22 +159,22 @@ class _IndexWrites:
         self.keys: list[str] = []
         self.args: list[Any] = []
 
-    def sadd(self, key: str, member: str) -> None:
+    def _add(self, key: str, *args: Any) -> None:
         self.keys.append(key)
-        self.args += ["SADD", member]
+        self.args += args
+
+    def sadd(self, key: str, member: str) -> None:
+        self._add(key, "SADD", member)
 
     def srem(self, key: str, member: str) -> None:
-        self.keys.append(key)
-        self.args += ["SREM", member]
+        self._add(key, "SREM", member)
 
     def zrem(self, key: str, member: str) -> None:
-        self.keys.append(key)
-        self.args += ["ZREM", member]
+        self._add(key, "ZREM", member)
 
     def zadd(self, key: str, mapping: dict[str, float]) -> None:
         for member, score in mapping.items():
-            self.keys.append(key)
-            self.args += ["ZADD", repr(float(score)), member]
+            self._add(key, "ZADD", repr(float(score)), member)
 
 
 class RequestStore:

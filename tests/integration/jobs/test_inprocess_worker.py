@@ -110,7 +110,7 @@ def test_access_jobs_are_routed_to_the_access_queue(redis_client: redis.Redis) -
     assert JSONJob.fetch("later", connection=redis_client).origin == q.ACCESS_QUEUE_NAME
 
 
-def test_a_new_job_is_queued_in_one_round_trip_exactly_like_a_checked_one(redis_client: redis.Redis) -> None:
+def test_a_new_job_is_queued_exactly_like_a_checked_one(redis_client: redis.Redis) -> None:
     from services import queue as q
 
     jobs = JobQueue(redis_client)
