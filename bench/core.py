@@ -48,16 +48,16 @@ class Sizes:
     token_reps: int
 
 
-FULL = Sizes(users=7000, floor_samples=100, approve_clicks=20, approve_reps=5, ack_rate=50, ack_seconds=60,
+FULL = Sizes(users=7000, floor_samples=100, approve_clicks=40, approve_reps=5, ack_rate=50, ack_seconds=60,
              ack_reps=2, stagger_grants=200, stagger_grant_s=30, stagger_every_s=1.5, scale_active=10_000,
              scale_sampled=100, scale_sample_every_s=0.3, scale_hold_s=30, burst_grants=1000, burst_reps=2,
              tick_scales=(1_000, 10_000, 100_000), ticks=50, endpoint_seconds=20, endpoint_reps=3,
              endpoint_rate=300, memory_requests=10_000, memory_approvals=1000, token_jobs=500, token_reps=2)
-QUICK = Sizes(users=700, floor_samples=30, approve_clicks=5, approve_reps=2, ack_rate=50, ack_seconds=5,
-              ack_reps=1, stagger_grants=10, stagger_grant_s=6, stagger_every_s=0.5, scale_active=1_000,
-              scale_sampled=10, scale_sample_every_s=0.3, scale_hold_s=6, burst_grants=100, burst_reps=1,
-              tick_scales=(500, 2_000, 5_000), ticks=15, endpoint_seconds=3, endpoint_reps=1, endpoint_rate=300,
-              memory_requests=1_000, memory_approvals=50, token_jobs=50, token_reps=1)
+QUICK = Sizes(users=700, floor_samples=30, approve_clicks=5, approve_reps=2, ack_rate=50, ack_seconds=3,
+              ack_reps=1, stagger_grants=6, stagger_grant_s=5, stagger_every_s=0.5, scale_active=500,
+              scale_sampled=6, scale_sample_every_s=0.3, scale_hold_s=4, burst_grants=60, burst_reps=1,
+              tick_scales=(500, 1_000, 2_000), ticks=10, endpoint_seconds=2, endpoint_reps=1, endpoint_rate=300,
+              memory_requests=500, memory_approvals=30, token_jobs=30, token_reps=1)
 
 
 @dataclass
@@ -88,7 +88,8 @@ class Ctx:
     sizes: Sizes
     quick: bool
     log: Callable[[str], None]
-    floor: list[float] | None = None  # floor samples (ms) of this run, for the ratio column
+    floor: list[float] | None = None  # floor samples (ms) of this run taken idle, like the approve clicks
+    floor_warm: list[float] | None = None  # the same floor in batches (warm), for rows measured under load
     next_user: int = 1
 
     def users(self, count: int) -> list[int]:

@@ -113,9 +113,9 @@ class RedisServer:
         except redis.ConnectionError:
             return False
 
-    def client(self) -> redis.Redis:
+    def client(self, db: int = 0) -> redis.Redis:
         # redis-py 8 defaults to a 5 s socket timeout; the bench's BLPOPs and big pipelines may take longer.
-        return redis.Redis.from_url(self.url, socket_timeout=120)
+        return redis.Redis.from_url(self.url.rsplit("/", 1)[0] + f"/{db}", socket_timeout=120)
 
     def flush(self) -> None:
         client = self.client()

@@ -285,7 +285,7 @@ class AccessService:
             return new
 
         try:
-            record = self.store.update(request_id, change)
+            record, head = self.store.update_peeking(request_id, change, self.audit.head_key)
         except NotFoundError:
             self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
                               data={"code": "unknown_request", "verdict": verdict.value})
@@ -299,7 +299,7 @@ class AccessService:
         event = outcome["event"]
         name = {Event.APPROVED: "request.approved", Event.DENIED: "request.denied",
                 Event.APPROVAL_RECORDED: "approval.recorded"}[event]
-        self.audit.append(name, actor=who.object_id, request_id=request_id, data={
+        self.audit.append(name, actor=who.object_id, request_id=request_id, head=head, data={
             "verdict": verdict.value, "reason": reason, "version": record.version,
             "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
         if record.state is State.APPROVED:

@@ -123,11 +123,13 @@ class GrantService:
             log.exception("could not queue the approval notice", extra={"request_id": request_id})
 
     def _activate(self, request_id: str, attempt: int) -> Outcome:
-        # One read: the compare-and-set returns the record unchanged when there is nothing to start.
+        # One read: the compare-and-set returns the record unchanged when there is nothing to start. The audit
+        # head comes with it for grant.requested below.
         try:
-            record = self.store.update(request_id, lambda r: r.apply(Event.ACTIVATION_STARTED, WORKER,
-                                                                     self.clock.now(), reason=f"attempt {attempt}")
-                                       if r.state is State.APPROVED and not r.request.extends else r)
+            record, head = self.store.update_peeking(
+                request_id, lambda r: r.apply(Event.ACTIVATION_STARTED, WORKER, self.clock.now(),
+                                              reason=f"attempt {attempt}")
+                if r.state is State.APPROVED and not r.request.extends else r, self.audit.head_key)
         except NotFoundError:
             return Outcome(request_id, "missing", "no such request")
         if record.request.extends:
@@ -152,7 +154,7 @@ class GrantService:
         ledger = self.store.ledger_hold(principal, role, scope, record.id, end)
         if ledger.removing:
             return self._wait_for_removal(record, principal, role, scope, ledger.removing, attempt)
-        self.audit.append("grant.requested", actor=WORKER.object_id, request_id=record.id, data={
+        self.audit.append("grant.requested", actor=WORKER.object_id, request_id=record.id, head=head, data={
             "mode": self.mode.value, "principal": principal, "role": role, "scope": scope,
             "ends_at": end.isoformat(), "attempt": attempt, "shared_with": sorted(set(ledger.holders) - {record.id})})
         try:

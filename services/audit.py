@@ -42,6 +42,8 @@ SEGMENT_CACHE = 32  # decompressed segments kept per process for for_request (~1
 
 # Atomic append: only succeeds if nobody appended since we read the head (expected count, sealed + plain).
 # Returns the length of the plain list, which tells the appender when to seal.
+_UNREAD = object()  # append(head=...) not given: read it
+
 _APPEND = """
 local sealed = tonumber(redis.call('GET', KEYS[5]) or '0')
 local len = redis.call('LLEN', KEYS[1])
@@ -166,18 +168,28 @@ class AuditLog:
     def _mac(self, purpose: str, value: str) -> str:
         return hmac.new(self.key, f"{purpose}|{value}".encode(), hashlib.sha256).hexdigest()
 
-    def _head(self) -> tuple[int, str]:
-        raw = self.redis.get(self.k_head)
+    @property
+    def head_key(self) -> str:
+        """Where the head lives, for a caller that reads it in a round trip it makes anyway (`append(head=)`)."""
+        return self.k_head
+
+    def _head(self, raw: bytes | object | None = _UNREAD) -> tuple[int, str]:
+        if raw is _UNREAD:
+            raw = self.redis.get(self.k_head)
         if raw is None:
             return 0, GENESIS
-        head = json.loads(raw)
+        head = json.loads(raw)  # type: ignore[arg-type]
         return int(head["seq"]), str(head["hash"])
 
     def append(self, event: str, *, actor: str, request_id: str | None = None,
-               data: dict[str, Any] | None = None) -> AuditEvent:
+               data: dict[str, Any] | None = None, head: bytes | object | None = _UNREAD) -> AuditEvent:
+        """Append one event. `head` is the raw head as the caller read it (None: there was none), saving a read;
+        the append script compares it with the log, so a head that went stale only costs this one more read."""
         payload = json.loads(json.dumps(data or {}, default=str))  # JSON-safe and detached from the caller
+        known = head
         for _ in range(200):
-            seq, prev = self._head()
+            seq, prev = self._head(known)
+            known = _UNREAD
             body = {"seq": seq + 1, "at": self.clock.now().isoformat(), "event": event, "actor": actor,
                     "request_id": request_id, "data": payload, "prev": prev}
             digest = event_hash(body)

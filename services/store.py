@@ -235,9 +235,19 @@ class RequestStore:
                expected_version: int | None = None) -> RequestRecord:
         """Compare-and-set. `change` may raise (e.g. InvalidTransitionError); then nothing is written.
         Returning the record unchanged is a no-op."""
+        return self.update_peeking(request_id, change, None, expected_version=expected_version)[0]
+
+    def update_peeking(self, request_id: str, change: Callable[[RequestRecord], RequestRecord], peek: str | None,
+                       *, expected_version: int | None = None) -> tuple[RequestRecord, bytes | None]:
+        """update(), also reading the key `peek` in the same round trip as the record (the audit head its caller
+        appends to next). The value is as it was before the write and may be stale by the time it is used."""
         key = self.keys.request(request_id)
+        peeked = None
         for _ in range(MAX_CAS_ATTEMPTS):
-            raw = self.redis.get(key)
+            if peek is None:
+                raw = self.redis.get(key)
+            else:
+                raw, peeked = self.redis.mget(key, peek)
             if raw is None:
                 raise NotFoundError(f"no request {request_id}")
             old = decode(raw)
@@ -245,13 +255,13 @@ class RequestStore:
                 raise StaleVersionError(request_id, expected_version, old.version)
             new = change(old)
             if new is old or new == old:
-                return old
+                return old, peeked
             if new.version <= old.version:
                 raise ConflictError("a change must bump the record version")
             index = _IndexWrites()
             self._index(index, old, new)
             if self._replace(keys=[key, *index.keys], args=[raw, encode(new), *index.args]):
-                return new
+                return new, peeked
         raise ConflictError(f"request {request_id} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
 
     def _index(self, pipe: Any, old: RequestRecord | None, new: RequestRecord) -> None:

@@ -43,6 +43,23 @@ def _server() -> redis.Redis:
         return _embedded
 
 
+class RoundTrips(redis.Redis):
+    """A client that lists the commands it sends one by one (each is a round trip; pipelines are not listed)."""
+
+    def __init__(self, pool: redis.ConnectionPool):
+        super().__init__(connection_pool=pool)
+        self.sent: list[str] = []
+
+    def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
+        self.sent.append(str(args[0]).upper())
+        return super().execute_command(*args, **options)
+
+
+@pytest.fixture()
+def round_trips(redis_client: redis.Redis) -> RoundTrips:
+    return RoundTrips(redis_client.connection_pool)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> redis.Redis:
     return _server()

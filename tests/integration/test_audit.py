@@ -29,6 +29,35 @@ def test_clean_log_verifies(audit):
     assert [e.seq for e in audit.for_request("BG-1")] == [2, 5, 8, 11, 14, 17, 20, 23]
 
 
+def test_an_append_given_the_current_head_does_not_read_it(round_trips, clock):
+    log = AuditLog(round_trips, AUDIT_KEY, prefix="bgt", clock=clock)
+    first = log.append("request.submitted", actor="user-1")
+    head = round_trips.get(log.head_key)
+    round_trips.sent.clear()
+    second = log.append("request.approved", actor="user-2", head=head)
+    assert round_trips.sent == ["EVALSHA"]
+    assert second.seq == 2 and second.prev == first.hash and log.verify().ok
+
+
+def test_an_append_given_a_stale_head_reads_it_and_chains_correctly(round_trips, clock):
+    log = AuditLog(round_trips, AUDIT_KEY, prefix="bgt", clock=clock)
+    log.append("request.submitted", actor="user-1")
+    stale = round_trips.get(log.head_key)
+    meanwhile = log.append("grant.requested", actor="worker")  # another process appended after the head was read
+    round_trips.sent.clear()
+    ev = log.append("request.approved", actor="user-2", head=stale)
+    assert round_trips.sent == ["EVALSHA", "GET", "EVALSHA"]
+    assert ev.seq == 3 and ev.prev == meanwhile.hash
+    result = log.verify()
+    assert result.ok and result.count == 3
+
+
+def test_an_append_given_no_head_starts_the_chain(round_trips, clock):
+    log = AuditLog(round_trips, AUDIT_KEY, prefix="bgt", clock=clock)
+    ev = log.append("request.submitted", actor="user-1", head=None)
+    assert ev.seq == 1 and ev.prev == GENESIS and log.verify().ok
+
+
 def test_empty_log_verifies(audit):
     assert audit.verify().ok
 

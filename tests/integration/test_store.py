@@ -75,6 +75,21 @@ def test_a_change_made_meanwhile_is_never_overwritten(store, policy):
     assert store.ids_in_state(State.APPROVED) == [rec.id] and store.ids_in_state(State.PENDING_APPROVAL) == []
 
 
+def test_an_update_reads_the_peeked_key_with_the_record(round_trips, policy):
+    # The audit head is read in the same round trip as the record it is about to describe: MGET, then the write.
+    store = RequestStore(round_trips, prefix="bgt")
+    rec = store.create(pending_record(policy))
+    round_trips.set("bgt:elsewhere", b"head-7")
+    round_trips.sent.clear()
+    new, peeked = store.update_peeking(rec.id, lambda r: r.apply(Event.APPROVED, Actor(object_id=PEOPLE["dana"]
+                                                                                          .object_id), NOW),
+                                       "bgt:elsewhere")
+    assert round_trips.sent == ["MGET", "EVALSHA"]
+    assert peeked == b"head-7" and new.state is State.APPROVED and store.get(rec.id) == new
+    unchanged, peeked = store.update_peeking(rec.id, lambda r: r, "bgt:nothing-here")
+    assert unchanged == new and peeked is None
+
+
 def test_illegal_transition_writes_nothing(store, policy):
     rec = store.create(pending_record(policy))
     with pytest.raises(InvalidTransitionError):
