@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -161,7 +162,9 @@ class _JobHeartbeats(threading.Thread):
 
     def __init__(self, worker: InProcessWorker):
         super().__init__(name="job-heartbeat", daemon=True)
-        self.worker = worker
+        # Weak: run_worker builds a new worker after a Redis outage, and the old one's thread must end with it.
+        self._worker = weakref.ref(worker)
+        self.interval = worker.job_monitoring_interval
         self.lock = threading.Lock()
         self.current: tuple[Job, Execution] | None = None
 
@@ -172,15 +175,23 @@ class _JobHeartbeats(threading.Thread):
 
     def run(self) -> None:
         while True:
-            time.sleep(self.worker.job_monitoring_interval)
-            with self.lock:
-                watched = self.current
-                if watched is None:
-                    continue
+            time.sleep(self.interval)
+            if not self._beat():
+                return
+
+    def _beat(self) -> bool:
+        """One look; False once the worker is gone (the strong reference lives only for this call)."""
+        worker = self._worker()
+        if worker is None:
+            return False
+        with self.lock:
+            watched = self.current
+            if watched is not None:
                 try:
-                    self.worker.maintain_heartbeats(*watched)
+                    worker.maintain_heartbeats(*watched)
                 except REDIS_DOWN as exc:  # the job itself will fail on Redis too; keep trying until it ends
                     log.warning("job heartbeat failed", extra={"job_id": watched[0].id, "error": str(exc)[:200]})
+        return True
 
 
 def run_worker(burst: bool = False, fork: bool = False, name: str | None = None) -> int:

@@ -165,6 +165,8 @@ def register_dev(sub: Any) -> None:
     dev.set_defaults(func=cmd_dev)
     demo = sub.add_parser("demo", help="play the two seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
+    demo.add_argument("--speed", type=float, default=60.0,
+                      help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")
     demo.set_defaults(func=cmd_demo)
     doctor = sub.add_parser("doctor", help="check configuration and reachability")
     doctor.add_argument("--env-file", type=Path, help="load settings from this file (e.g. .state/dev/dev.env)")
@@ -227,7 +229,7 @@ Ctrl-C stops every process started here; state stays in {stack.data}.""", flush=
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
-    return run_demo(args.keep)
+    return run_demo(args.keep, speed=args.speed)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

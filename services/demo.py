@@ -1,5 +1,5 @@
 """`breakglass demo`: the two seed scenarios, played headlessly through the real HTTP endpoint exactly as Teams
-would send them, against an ephemeral dev stack whose clock runs 60x faster (30 minutes pass in 30 seconds).
+would send them, against an ephemeral dev stack whose clock runs 60x faster by default (30 minutes pass in 30 seconds).
 
 1. Conditional Access misfire: an Identity On-Call member who is not on shift asks for Global Administrator for
    30 minutes on the P1 incident; the on-call identity lead approves in Teams; the grant, the receipt on the
@@ -44,7 +44,7 @@ PEOPLE = {
     "morgan": ("cccccccc-0000-0000-0000-000000000006", "Morgan Ellis"),
     "kai": ("cccccccc-0000-0000-0000-000000000007", "Kai Lindqvist"),
 }
-SCALE = 60.0
+SPEED = 60.0
 _ids = itertools.count(int(time.time() * 1000))
 
 STEPS = {
@@ -139,16 +139,20 @@ def button(card: dict[str, Any], verb: str) -> dict[str, Any]:
 
 
 class Demo:
-    def __init__(self, stack: DevStack, out: Any = sys.stdout):
+    def __init__(self, stack: DevStack, out: Any = sys.stdout, speed: float = SPEED):
         self.stack = stack
         self.out = out
+        self.speed = speed
         settings = Settings(_env_file=None, **{  # type: ignore[arg-type]
             "env": "development", "redis_url": stack.env["REDIS_URL"], "data_dir": stack.data,
             "audit_hmac_key": stack.env["BREAKGLASS_AUDIT_HMAC_KEY"],
-            "clock_offset_s": float(stack.env["BREAKGLASS_CLOCK_OFFSET"]), "clock_scale": SCALE,
+            "clock_offset_s": float(stack.env["BREAKGLASS_CLOCK_OFFSET"]), "clock_scale": speed,
             "clock_anchor": float(stack.env["BREAKGLASS_CLOCK_ANCHOR"])})
         self.runtime = Runtime(settings)
         self.teams = Teams(stack.bot_url, stack.urls["botconnector"])
+
+    def _real(self, product_seconds: float) -> str:
+        return f"{product_seconds / self.speed:g} s"
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -188,8 +192,7 @@ class Demo:
             lines.append(f"    {datetime.fromisoformat(ev.at):%H:%M:%S}  {label:<26} {detail}")
         return lines
 
-    @staticmethod
-    def _detail(ev: AuditEvent) -> str:
+    def _detail(self, ev: AuditEvent) -> str:
         d = ev.data
         if ev.event == "request.decided":
             reasons = "; ".join(d.get("reasons") or []) or "all rules passed"
@@ -203,7 +206,7 @@ class Demo:
         if ev.event in {"grant.expired", "grant.revoked"}:
             late = float(d.get("late_seconds") or 0)
             return (f"removed in Graph: {d.get('removed_in_graph')}, {late:.0f} s after expiry in demo time "
-                    f"({late / SCALE:.2f} s real)")
+                    f"({late / self.speed:.2f} s real)")
         if ev.event == "approval.requested":
             return f"notified {', '.join(PEOPLE_BY_ID.get(n, n) for n in d.get('notified', []))}"
         if ev.event == "request.submitted":
@@ -227,7 +230,7 @@ class Demo:
         data = button(approval["card"], "request.approve")
         self.teams.click("dana", "request.approve", data, approval["activity"]["id"])
         self.wait_state(record.id, {"active"})
-        self.progress("granted; waiting for the 30 minutes to pass (30 s at 60x)")
+        self.progress(f"granted; waiting for the 30 minutes to pass ({self._real(1800)} at {self.speed:g}x)")
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
         return record.id
 
@@ -239,7 +242,7 @@ class Demo:
                              duration="30")
         self.progress(f"{record.id}: {record.decision.summary()}")
         self.wait_state(record.id, {"active"})
-        self.progress("granted to Jordan Reyes; waiting for expiry (30 s at 60x)")
+        self.progress(f"granted to Jordan Reyes; waiting for expiry ({self._real(1800)} at {self.speed:g}x)")
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
         return record.id
 
@@ -249,7 +252,7 @@ class Demo:
         self.say("")
         ids.append(self.scenario_two())
         self.say("")
-        self.say("Timelines (product time; the demo clock runs 60x faster than real time):")
+        self.say(f"Timelines (product time; the demo clock runs {self.speed:g}x faster than real time):")
         for rid in ids:
             record = self.runtime.store.require(rid)
             self.say(f"  {rid}  {record.decision.entitlement_name} for {record.target_name} — {record.state.value}")
@@ -264,15 +267,16 @@ class Demo:
 PEOPLE_BY_ID = {oid: name for oid, name in PEOPLE.values()}
 
 
-def run_demo(keep: Path | None = None) -> int:
+def run_demo(keep: Path | None = None, speed: float = SPEED) -> int:
     data = keep or Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
     ports = {"bot": free_port(), "entra": 0, "graph": 0, "servicenow": 0, "botconnector": 0}
-    config = DevConfig(data_dir=data, ports=ports, at=next_monday_10_berlin(), scale=SCALE,
+    config = DevConfig(data_dir=data, ports=ports, at=next_monday_10_berlin(), scale=speed,
                        approvals_channel=APPROVALS_CHANNEL,
                        extra_env={"BREAKGLASS_RECONCILE_INTERVAL": "5", "BREAKGLASS_RECEIPT_BACKOFF": "1"})
     print(f"breakglass demo: starting an ephemeral stack in {data} (embedded Redis, emulators, bot, worker, "
           f"scheduler).", flush=True)
-    print(f"The demo clock starts at {config.at:%a %Y-%m-%d %H:%M} UTC (business hours in Berlin) and runs 60x "
-          "faster than real time, so a 30-minute grant ends after 30 seconds.\n", flush=True)
+    print(f"The demo clock starts at {config.at:%a %Y-%m-%d %H:%M} UTC (business hours in Berlin) and runs "
+          f"{speed:g}x faster than real time, so a 30-minute grant ends after {1800 / speed:g} seconds.\n",
+          flush=True)
     with DevStack(config) as stack:
-        return Demo(stack).run()
+        return Demo(stack, speed=speed).run()

@@ -5,6 +5,7 @@ reconciler would start it again beside the live one."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from datetime import UTC, datetime
@@ -66,6 +67,19 @@ def test_a_long_job_keeps_its_heartbeat_and_stays_pending(redis_client: redis.Re
     assert finished.get_status() == "finished" and finished.return_value() == "done"
     assert not jobs.pending("long")
     assert (datetime.now(UTC) - beats[-1].replace(tzinfo=UTC)).total_seconds() < 5
+
+
+def test_a_worker_that_is_gone_takes_its_heartbeat_thread_with_it(redis_client: redis.Redis) -> None:
+    # After a Redis outage run_worker builds a new worker: the old one's heartbeat thread must not stay behind.
+    worker = InProcessWorker([JSONQueue(connection=redis_client)], connection=redis_client,
+                             serializer=JSONSerializer, job_class=JSONJob, queue_class=JSONQueue,
+                             job_monitoring_interval=0.05)
+    beats = worker._heartbeats()
+    assert beats.is_alive()
+    del worker
+    gc.collect()
+    beats.join(timeout=10)
+    assert not beats.is_alive()
 
 
 ORDER: list[str] = []
