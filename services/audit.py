@@ -40,10 +40,10 @@ CHUNK = 1000
 SEGMENT_SIZE = 256
 SEGMENT_CACHE = 32  # decompressed segments kept per process for for_request (~150 KB each)
 
-# Atomic append: only succeeds if nobody appended since we read the head (expected count, sealed + plain).
-# Returns the length of the plain list, which tells the appender when to seal.
 _UNREAD = object()  # append(head=...) not given: read it
 
+# Atomic append: only succeeds if nobody appended since we read the head (expected count, sealed + plain).
+# Returns the length of the plain list, which tells the appender when to seal.
 _APPEND = """
 local sealed = tonumber(redis.call('GET', KEYS[5]) or '0')
 local len = redis.call('LLEN', KEYS[1])

@@ -229,6 +229,9 @@ Ctrl-C stops every process started here; state stays in {stack.data}.""", flush=
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
+    if not 1 <= args.speed <= 3600:
+        print("breakglass demo: --speed must be between 1 and 3600", file=sys.stderr)
+        return 2
     return run_demo(args.keep, speed=args.speed)
 
 

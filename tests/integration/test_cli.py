@@ -108,3 +108,10 @@ def test_readme_examples_explain():
         result = run("policy", "explain", "--request", f"docs/examples/{name}")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["outcome"] == outcome
+
+
+def test_demo_refuses_a_speed_the_clock_does_not_allow():
+    for speed in ("0", "5000"):
+        result = run("demo", "--speed", speed)
+        assert result.returncode == 2 and "--speed must be between 1 and 3600" in result.stderr
+        assert "Traceback" not in result.stderr
