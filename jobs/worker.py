@@ -102,6 +102,7 @@ class InProcessWorker(_PipelinedHeartbeat, SimpleWorker):
 
     _just_dequeued = False
     _prepared_job: str | None = None
+    _beats: _JobHeartbeats | None = None
 
     def reorder_queues(self, reference_queue: Queue) -> None:
         super().reorder_queues(reference_queue)
@@ -148,11 +149,10 @@ class InProcessWorker(_PipelinedHeartbeat, SimpleWorker):
         super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def _heartbeats(self) -> _JobHeartbeats:
-        beats: _JobHeartbeats | None = getattr(self, "_beats", None)
-        if beats is None or not beats.is_alive():
-            beats = self._beats = _JobHeartbeats(self)
-            beats.start()
-        return beats
+        if self._beats is None or not self._beats.is_alive():
+            self._beats = _JobHeartbeats(self)
+            self._beats.start()
+        return self._beats
 
 
 class _JobHeartbeats(threading.Thread):

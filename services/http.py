@@ -230,6 +230,10 @@ class CallStats:
                 "statuses": dict(sorted(self.statuses.items()))}
 
 
+# Reads the environment for HttpClient._environment (trust_env on); it never sends anything.
+_ENVIRONMENT = requests.Session()
+
+
 _TOTALS: dict[str, CallStats] = {}
 _TOTALS_LOCK = threading.Lock()
 
@@ -306,7 +310,7 @@ class HttpClient:
         self._session: requests.Session | None = None
         self._session_pid = 0
         self._session_lock = threading.Lock()
-        self._proxy_cache: dict[str, dict[str, str]] = {}
+        self._environment_cache: dict[str, dict[str, Any]] = {}
 
     # --- session (one per process: a forked RQ work horse must not reuse the parent's sockets) ---
 
@@ -322,10 +326,9 @@ class HttpClient:
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         # requests re-reads the environment (proxies, CA bundle, ~/.netrc) on every call, about 0.1 ms each; read
-        # it once per session instead (proxies per origin, in _proxies). Credentials from .netrc are never wanted.
+        # it once per origin instead (_environment). Credentials from .netrc are never wanted.
         session.trust_env = False
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self._proxy_cache = {}
+        self._environment_cache = {}
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_maxsize, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -334,12 +337,13 @@ class HttpClient:
             session.auth = self.basic_auth
         return session
 
-    def _proxies(self, url: str) -> dict[str, str]:
-        """HTTP(S)_PROXY / NO_PROXY from the environment for this URL's origin, read once per origin."""
+    def _environment(self, url: str) -> dict[str, Any]:
+        """The proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundle requests itself would take from the environment for
+        this URL, by requests' own rules (`merge_environment_settings`), read once per origin."""
         key = origin(url)
-        found = self._proxy_cache.get(key)
+        found = self._environment_cache.get(key)
         if found is None:
-            found = self._proxy_cache[key] = requests.utils.get_environ_proxies(url)
+            found = self._environment_cache[key] = _ENVIRONMENT.merge_environment_settings(url, {}, None, None, None)
         return found
 
     def close(self) -> None:
@@ -487,10 +491,11 @@ class HttpClient:
     def _send(self, method: str, url: str, *, json: Any, data: Any, headers: dict[str, str], started: float,
               attempts: int) -> requests.Response:
         self._count(sends=1)
+        environment = self._environment(url)
         try:
             response = self.session.request(method, url, json=json, data=data, headers=headers,
-                                            proxies=self._proxies(url), timeout=self._attempt_timeout(started),
-                                            allow_redirects=False)
+                                            proxies=environment["proxies"], verify=environment["verify"],
+                                            timeout=self._attempt_timeout(started), allow_redirects=False)
         except requests.Timeout:
             raise _Retry("timeout", message="timed out") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -3,6 +3,7 @@ jobs run in-process: intake, submit, decisions, approvals and their refusals, es
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -305,7 +306,7 @@ async def test_deactivate_and_extend_an_active_grant(teams):
     await teams.post(message("sam", f"extend {record.id} 15", product.service_url))
     product.run_jobs()
     extended = product.store.get(record.id)
-    assert extended.grant.ends_at - record.grant.ends_at == __import__("datetime").timedelta(minutes=15)
+    assert extended.grant.ends_at - record.grant.ends_at == timedelta(minutes=15)
     assert "Extending by 15 minutes" in texts(teams.cards_to("sam")[-1])
     await teams.post(message("sam", f"extend {record.id} 60", product.service_url))
     assert "Extension denied" in texts(teams.cards_to("sam")[-1])  # 20 + 15 + 60 > the 60-minute lane
@@ -334,8 +335,7 @@ async def test_an_approved_extension_is_announced_once_applied_and_every_card_co
     product.run_jobs()
     applied = product.store.get(extension.id)
     assert applied.state is State.APPLIED
-    assert product.store.get(record.id).grant.ends_at == active.grant.ends_at + __import__("datetime").timedelta(
-        minutes=15)
+    assert product.store.get(record.id).grant.ends_at == active.grant.ends_at + timedelta(minutes=15)
     notices = [a.get("summary") or "" for a in teams.sent_to("riley")]
     assert notices.count(f"Your request {extension.id} for Global Administrator was approved and added to "
                          f"{record.id}.") == 1
