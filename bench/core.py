@@ -15,7 +15,7 @@ import redis
 
 from bench.env import Stack
 from bench.stats import summary
-from services.queue import worker_queues
+from services.state.queue import worker_queues
 from tests.teams_activities import invoke
 
 

@@ -144,7 +144,7 @@ class RedisServer:
 
 
 class Emulators:
-    """`python -m tests.emulators` as a separate process (so the load generator's GIL never slows it), driven
+    """`python -m services.emulators` as a separate process (so the load generator's GIL never slows it), driven
     through its HTTP control API."""
 
     def __init__(self, workdir: Path, offset_s: float, seed: dict[str, Any]):
@@ -163,7 +163,7 @@ class Emulators:
         self.urls: dict[str, str] = {}
 
     def start(self) -> Emulators:
-        argv = [PYTHON, "-m", "tests.emulators", "--config", str(self.config_path), "--seed", str(self.seed_path),
+        argv = [PYTHON, "-m", "services.emulators", "--config", str(self.config_path), "--seed", str(self.seed_path),
                 "--entra-ca-bundle-out", str(self.ca_bundle), "--pim-min-active-seconds", "0",
                 "--clock-offset", str(self.offset_s), "--secret", f"token_signing_secret={self.signing_secret}"]
         log: IO[bytes] = (self.workdir / "emulators.log").open("ab")
@@ -333,7 +333,7 @@ class Product:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = log_path.open("ab")
-        proc = subprocess.Popen([PYTHON, "-m", "services.cli", *args], env=self.env, stdout=log,
+        proc = subprocess.Popen([PYTHON, "-m", "services.ops.cli", *args], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=str(self.workdir))
         self.children[name] = Child(name, proc, log_path)
 

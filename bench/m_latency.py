@@ -13,9 +13,9 @@ from bench.env import GRAPH_CLIENT_ID, PYTHON, ROOT, TENANT, ProductConfig, wait
 from bench.floor_consumer import ACKS, QUEUE
 from bench.population import Requests, bench_services
 from bench.stats import percentile
-from services.queue import worker_queues
-from tests.emulators.seed import BY_ALIAS
-from tests.emulators.tokens import mint_access_token
+from services.emulators.seed import BY_ALIAS
+from services.emulators.tokens import mint_access_token
+from services.state.queue import worker_queues
 
 
 def invoke_ok(body: bytes) -> bool:

@@ -26,9 +26,8 @@ from bench.population import Requests, bench_services, ends_spread, synthetic_gr
 from bench.stats import percentile
 from policies.model import GrantMode
 from services.clock import FixedClock
-from services.queue import AlignedScheduler, JSONJob, JSONQueue
-from services.runtime import Runtime
-from services.wiring import Services
+from services.composition import Runtime, Services
+from services.state.queue import AlignedScheduler, JSONJob, JSONQueue
 
 UPCOMING = 10
 

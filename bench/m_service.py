@@ -14,7 +14,7 @@ from bench.env import ProductConfig, Sampler, wait_until
 from bench.m_latency import wait_active
 from bench.population import Requests, bench_services
 from bench.stats import percentile
-from tests.emulators.botauth import TokenVariant
+from services.emulators.botauth import TokenVariant
 
 INVALID = [v.value for v in TokenVariant if v is not TokenVariant.VALID]
 CONCURRENCY = 16

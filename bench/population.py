@@ -29,15 +29,14 @@ from bench.env import BOT_APP_ID, BOT_APP_SECRET, GRAPH_CLIENT_ID, GRAPH_CLIENT_
 from policies.lifecycle import State
 from policies.model import GrantMode, Principal, Verdict
 from policies.record import RequestRecord
-from services import queue as jobs
-from services.access import IntakeInput, Who
-from services.activation import revoke_job_id
-from services.runtime import Runtime
+from services.composition import Runtime, Services
+from services.emulators.pim import instance_id
+from services.emulators.seed import BY_ALIAS, demo_seed
 from services.settings import Settings
-from services.store import ID_ALPHABET, encode
-from services.wiring import Services
-from tests.emulators.pim import instance_id
-from tests.emulators.seed import BY_ALIAS, demo_seed
+from services.state import queue as jobs
+from services.state.store import ID_ALPHABET, encode
+from services.workflow.access import IntakeInput, Who
+from services.workflow.activation import revoke_job_id
 
 SECURITY_ADMIN = "194ae4cb-b126-40b2-bd5b-6091b380977d"
 ENTITLEMENT = "security-admin"

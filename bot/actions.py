@@ -19,8 +19,8 @@ from cards.verbs import Verb
 from policies.lifecycle import State
 from policies.model import CardRef, Verdict
 from policies.record import RequestRecord
-from services.access import AccessError, AccessService, IntakeInput, Who
-from services.wiring import Services
+from services.composition import Services
+from services.workflow.access import AccessError, AccessService, IntakeInput, Who
 
 log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"^BG-[A-Z0-9]{6}$")

@@ -23,10 +23,10 @@ from bot.clients import ReusingAuthentication
 from bot.handler import BreakglassBot
 from bot.webhooks import ItsmWebhook
 from cards.builder import prepare as prepare_cards
+from services.composition import Services
 from services.metrics import METRICS, metrics_response
 from services.settings import Settings
 from services.triage import TriageProvider
-from services.wiring import Services
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
                                  status=status)
 
     async def metrics(_: web.Request) -> web.Response:
-        return metrics_response(services)
+        return metrics_response(services.runtime.store)
 
     app.router.add_post("/api/messages", endpoint.handle)
     app.router.add_get("/healthz", healthz)

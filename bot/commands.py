@@ -11,8 +11,8 @@ from typing import Any
 from bot.actions import Actions
 from cards.lists import help_card, message_card, requests_list_card
 from cards.notice import with_notice
-from services.access import AccessError, Who
-from services.wiring import Services
+from services.composition import Services
+from services.workflow.access import AccessError, Who
 
 HELP = [
     ("Need Global Admin for 30 minutes to fix the CA lockout, INC0012345",

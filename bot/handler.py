@@ -17,14 +17,14 @@ from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
 from cards.lists import message_card
-from services.access import AccessError, Who
+from services.composition import Services
 from services.metrics import METRICS
-from services.notify import card_activity
 from services.ports import TeamsError
 from services.settings import Settings
-from services.teams_users import TeamsChannel, TeamsUser
+from services.state.teams_users import TeamsChannel, TeamsUser
 from services.triage import TriageProvider
-from services.wiring import Services
+from services.workflow.access import AccessError, Who
+from services.workflow.notify import card_activity
 
 log = logging.getLogger(__name__)
 CARD = "application/vnd.microsoft.card.adaptive"

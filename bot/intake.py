@@ -12,9 +12,9 @@ from cards.intake import EntitlementChoice, IntakeForm, intake_card
 from policies.document import Entitlement, PolicyDocument
 from policies.engine import eligible_entitlements
 from policies.model import Principal
-from services.access import Who
+from services.composition import Services
 from services.triage import TriageProvider, prefill
-from services.wiring import Services
+from services.workflow.access import Who
 
 log = logging.getLogger(__name__)
 DRAFT_TTL_S = 86400

@@ -7,12 +7,11 @@ import logging
 from aiohttp import web
 
 from bot.app import SERVER_LIMITS, create_app
+from services.composition import Runtime, Services
 from services.heap import freeze_startup_objects
 from services.logs import configure_logging
-from services.redis_conn import require_safe_redis
-from services.runtime import Runtime
 from services.settings import get_settings
-from services.wiring import Services
+from services.state.redis_conn import require_safe_redis
 
 log = logging.getLogger(__name__)
 

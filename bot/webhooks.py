@@ -21,11 +21,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from policies.durations import DurationError, parse_duration
-from services import queue as jobs
-from services.access import AccessError, IntakeInput, Who
-from services.queue import job_id
+from services.composition import Services
 from services.settings import Settings
-from services.wiring import Services
+from services.state import queue as jobs
+from services.state.queue import job_id
+from services.workflow.access import AccessError, IntakeInput, Who
 
 PROVIDERS = {"servicenow", "freshservice", "halo"}
 SIGNATURE_HEADER = "X-Breakglass-Signature"

@@ -3,9 +3,8 @@ work horses, so they inherit it)."""
 
 from __future__ import annotations
 
-from services.runtime import Runtime
+from services.composition import Runtime, Services
 from services.settings import get_settings
-from services.wiring import Services
 
 _services: Services | None = None
 

@@ -25,13 +25,12 @@ from rq_scheduler import Scheduler
 
 from cards.builder import prepare as prepare_cards
 from jobs.context import install
-from services import queue as q
+from services.composition import Runtime, Services
 from services.heap import freeze_startup_objects
 from services.logs import configure_logging
-from services.redis_conn import require_safe_redis
-from services.runtime import Runtime
 from services.settings import get_settings
-from services.wiring import Services
+from services.state import queue as q
+from services.state.redis_conn import require_safe_redis
 
 log = logging.getLogger(__name__)
 FOREIGN_SCAN_EVERY_S = 300

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from policies.lifecycle import State
 
 if TYPE_CHECKING:
-    from services.wiring import Services
+    from services.state.store import RequestStore
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 LATENESS_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -69,12 +69,12 @@ class DomainMetrics:
 
 
 class _StoreCollector(Collector):
-    def __init__(self, services: Services):
-        self.services = services
+    def __init__(self, store: RequestStore):
+        self.store = store
 
     def collect(self) -> Iterator[Any]:
-        store = self.services.runtime.store
-        metrics = DomainMetrics(self.services.runtime.redis, store.keys.p)
+        store = self.store
+        metrics = DomainMetrics(store.redis, store.keys.p)
         for name, (metric, doc, label) in COUNTERS.items():
             family = CounterMetricFamily(metric, doc, labels=[label])
             for value, count in sorted(metrics.counters(name).items()):
@@ -109,10 +109,10 @@ class _HttpMetrics:
 METRICS = _HttpMetrics()
 
 
-def metrics_response(services: Services) -> Any:
+def metrics_response(store: RequestStore) -> Any:
     from aiohttp import web
 
     registry = CollectorRegistry()
-    registry.register(_StoreCollector(services))
+    registry.register(_StoreCollector(store))
     body = generate_latest(METRICS.registry) + generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

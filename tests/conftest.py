@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from policies.document import PolicyDocument
-from services.audit import AuditLog
 from services.clock import FixedClock
-from services.policy_source import read_policy
-from services.store import RequestStore
+from services.state.audit import AuditLog
+from services.state.policy_source import read_policy
+from services.state.store import RequestStore
 
 # Plain asserts in shared helpers should explain themselves like asserts in test modules do. Registered here, before
 # any test module (the resilience suite imports the card helpers too) can import them.

@@ -19,16 +19,15 @@ from rq.serializers import JSONSerializer
 
 from jobs.context import install
 from services.clock import OffsetClock
-from services.queue import JSONJob, JSONQueue, worker_queues
-from services.runtime import Runtime
+from services.composition import Runtime, Services
+from services.emulators import seed as demo
+from services.emulators.botauth import DEMO_BOT_APP_ID
+from services.emulators.botconnector import personal_conversation_id
+from services.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
+from services.emulators.stack import StackConfig, ThreadedStack
 from services.settings import Settings
-from services.wiring import Services
+from services.state.queue import JSONJob, JSONQueue, worker_queues
 from tests.conftest import AUDIT_KEY
-from tests.emulators import seed as demo
-from tests.emulators.botauth import DEMO_BOT_APP_ID
-from tests.emulators.botconnector import personal_conversation_id
-from tests.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
-from tests.emulators.stack import StackConfig, ThreadedStack
 
 TENANT = DEMO_TENANT_ID
 BOT_ID = f"28:{DEMO_BOT_APP_ID}"
@@ -199,7 +198,7 @@ class Processes:
         import sys
 
         log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=self.env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", *args], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
         self.procs[name] = proc
         return proc

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from tests.emulators import seed as demo
-from tests.emulators.botauth import DEMO_BOT_APP_ID
-from tests.emulators.botconnector import personal_conversation_id
-from tests.emulators.entra import DEMO_TENANT_ID
+from services.emulators import seed as demo
+from services.emulators.botauth import DEMO_BOT_APP_ID
+from services.emulators.botconnector import personal_conversation_id
+from services.emulators.entra import DEMO_TENANT_ID
 
 _ids = itertools.count(1_700_000_100_000)
 BOT = {"id": f"28:{DEMO_BOT_APP_ID}", "name": "breakglass"}

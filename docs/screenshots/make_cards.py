@@ -31,10 +31,10 @@ from policies.engine import eligible_entitlements, evaluate  # noqa: E402
 from policies.lifecycle import Event  # noqa: E402
 from policies.model import Actor, Approval, Facts, Grant, GrantRequest, Principal, TicketFacts, Verdict  # noqa: E402
 from policies.record import RequestRecord  # noqa: E402
-from services.policy_source import read_policy  # noqa: E402
-from services.receipts import rollback_plan  # noqa: E402
+from services.state.policy_source import read_policy  # noqa: E402
 from services.triage import prefill  # noqa: E402
 from services.triage.rules import RulesTriage  # noqa: E402
+from services.workflow.receipts import rollback_plan  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 TEXT = "Need Global Admin for 30 minutes to fix the Conditional Access lockout, INC0012345"

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from policies.model import Principal
 from services.ports import DirectoryError, GraphError
-from services.store import RequestStore
+from services.state.store import RequestStore
 
 CACHE_KIND = "principal"
 

@@ -17,8 +17,8 @@ import isodate
 import redis
 import requests
 
-from services.http import BearerAuth, HttpClient, RetryPolicy, UpstreamError, error_body, origin
-from services.limiter import RateLimiter
+from services.clients.http import BearerAuth, HttpClient, RetryPolicy, UpstreamError, error_body, origin
+from services.clients.tokens import TokenProvider
 from services.ports import (
     ActiveDurationTooShortError,
     DirectAssignment,
@@ -32,7 +32,7 @@ from services.ports import (
     ScheduleInstance,
     ScheduleRequest,
 )
-from services.tokens import TokenProvider
+from services.state.limiter import RateLimiter
 
 if TYPE_CHECKING:
     from services.settings import Settings

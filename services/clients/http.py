@@ -38,11 +38,11 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from services.errors import ServiceError
-from services.limiter import RateLimitTimeout
+from services.state.limiter import RateLimitTimeout
 
 if TYPE_CHECKING:
-    from services.limiter import RateLimiter
     from services.settings import Settings
+    from services.state.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 

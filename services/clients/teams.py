@@ -19,9 +19,9 @@ from urllib.parse import quote
 import redis
 import requests
 
-from services.http import BearerAuth, HttpClient, RetryPolicy, UpstreamError
+from services.clients.http import BearerAuth, HttpClient, RetryPolicy, UpstreamError
+from services.clients.tokens import TokenProvider
 from services.ports import TeamsError
-from services.tokens import TokenProvider
 
 if TYPE_CHECKING:
     from services.settings import Settings

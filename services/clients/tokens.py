@@ -43,7 +43,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.http import AuthError
+from services.clients.http import AuthError
 
 if TYPE_CHECKING:
     from services.settings import Settings

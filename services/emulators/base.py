@@ -28,7 +28,7 @@ from .faults import FaultInjector, FaultRule, FaultRuleError
 from .responses import any_body_response, json_response
 from .runner import EMULATOR_KEY, RunningEmulator, start_in_thread
 
-log = logging.getLogger("tests.emulators")
+log = logging.getLogger("services.emulators")
 
 CONTROL_PREFIX = "/_emulator/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -29,7 +29,7 @@ from .stack import (
 )
 
 READY_PREFIX = "EMULATORS READY "
-log = logging.getLogger("tests.emulators.cli")
+log = logging.getLogger("services.emulators.cli")
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:

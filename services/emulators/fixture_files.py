@@ -1,4 +1,4 @@
-"""Access to the wire-format fixtures copied into ``tests/emulators/fixtures/``.
+"""Access to the wire-format fixtures copied into ``services/emulators/fixtures/``.
 
 The originals live in ``shared/ref/fixtures`` outside the repository; CI clones only the repository, so the
 emulators load their own committed copies. ``response_of`` hands out deep copies so callers may mutate them.

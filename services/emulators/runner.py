@@ -11,12 +11,17 @@ import socket
 import ssl
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .base import Emulator
+
+class Servable(Protocol):
+    """What `start_in_thread` needs of an emulator (base.Emulator), without importing base, which imports us."""
+
+    def build_app(self) -> web.Application: ...
+
+    def ssl_context(self) -> ssl.SSLContext | None: ...
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 EMULATOR_KEY: web.AppKey[Any] = web.AppKey("emulator", object)
@@ -68,7 +73,7 @@ class RunningEmulator:
         self._stopped = False
 
     @property
-    def emulator(self) -> Emulator | None:
+    def emulator(self) -> Any:  # the base.Emulator served, if any
         return self.app.get(EMULATOR_KEY)
 
     def start(self, timeout: float = 10.0) -> RunningEmulator:
@@ -123,15 +128,13 @@ class RunningEmulator:
 
 
 def start_in_thread(
-    app: web.Application | Emulator,
+    app: web.Application | Servable,
     host: str = "127.0.0.1",
     port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
 ) -> RunningEmulator:
     """Start ``app`` (or an ``Emulator``, which supplies its own TLS context) on a private loop and thread."""
-    from .base import Emulator  # local: base imports this module
-
-    if isinstance(app, Emulator):
+    if not isinstance(app, web.Application):
         ssl_context = ssl_context or app.ssl_context()
         app = app.build_app()
     return RunningEmulator(app, host=host, port=port, ssl_context=ssl_context).start()

@@ -13,10 +13,10 @@ from policies.document import policy_json_schema
 from policies.durations import parse_duration
 from policies.engine import evaluate
 from policies.model import Facts, GrantRequest, Principal
-from services.policy_source import default_policy_path, read_policy
-from services.progress import Progress
-from services.runtime import Runtime
+from services.composition import Runtime
+from services.ops.progress import Progress
 from services.settings import get_settings
+from services.state.policy_source import default_policy_path, read_policy
 
 
 def register_policy(sub: Any) -> None:
@@ -177,7 +177,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from services.devstack import DevConfig, DevStack, DevStackError, next_monday_10_berlin
+    from services.ops.devstack import DevConfig, DevStack, DevStackError, next_monday_10_berlin
 
     at = None
     if args.at:
@@ -228,7 +228,7 @@ Ctrl-C stops every process started here; state stays in {stack.data}.""", flush=
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    from services.ops.demo import run_demo
     if not 1 <= args.speed <= 3600:
         print("breakglass demo: --speed must be between 1 and 3600", file=sys.stderr)
         return 2
@@ -238,7 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import os
 
-    from services.doctor import FAIL, Doctor, render
+    from services.ops.doctor import FAIL, Doctor, render
     from services.settings import Settings
 
     if args.env_file:

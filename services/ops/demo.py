@@ -27,12 +27,12 @@ import requests
 from cards.inspect import execute_data
 from cards.inspect import inputs as card_inputs
 from policies.record import RequestRecord
-from services.audit import AuditEvent
-from services.devstack import APPROVALS_CHANNEL, DEMO_TENANT, DevConfig, DevStack, next_monday_10_berlin
+from services.composition import Runtime
 from services.errors import ServiceError
-from services.policy_source import read_policy
-from services.runtime import Runtime
+from services.ops.devstack import APPROVALS_CHANNEL, DEMO_TENANT, DevConfig, DevStack, next_monday_10_berlin
 from services.settings import Settings
+from services.state.audit import AuditEvent
+from services.state.policy_source import read_policy
 
 BOT = {"id": "28:bbbbbbbb-0000-0000-0000-000000000001", "name": "breakglass"}
 PEOPLE = {

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from services.errors import ServiceError
-from services.redis_conn import connect_embedded, unix_socket_url
+from services.state.redis_conn import connect_embedded, unix_socket_url
 
 DEMO_TENANT = "aaaaaaaa-0000-0000-0000-000000000001"
 DEMO_GRAPH_CLIENT_ID = "dddddddd-0000-0000-0000-000000000001"
@@ -147,7 +147,7 @@ class DevStack:
 
     def _start_emulators(self) -> None:
         ports = self.config.ports
-        argv = [sys.executable, "-m", "tests.emulators", "--seed", "demo", "--emulators", ",".join(EMULATORS),
+        argv = [sys.executable, "-m", "services.emulators", "--seed", "demo", "--emulators", ",".join(EMULATORS),
                 "--entra-ca-bundle-out", str(self.data / "ca-bundle.pem"), "--pim-min-active-seconds", "0",
                 "--clock-offset", str(self._offset_s()), "--clock-scale", str(self.config.scale),
                 "--clock-anchor", str(self.anchor), "--secret", f"token_signing_secret={self._signing_secret()}"]
@@ -169,7 +169,7 @@ class DevStack:
         raise DevStackError(f"the emulators did not start; see {log_path}")
 
     def _product_env(self, redis_url: str) -> dict[str, str]:
-        from services.runtime import audit_key
+        from services.composition import audit_key
         from services.settings import Settings
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKGLASS_", "Microsoft", "MICROSOFT_",
@@ -210,7 +210,7 @@ class DevStack:
     def _spawn(self, name: str, args: list[str]) -> None:
         log_path = self.data / "logs" / f"{name}.log"
         log = log_path.open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=self.env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", *args], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT)
         self.children.append(Child(name, proc, log_path))
 

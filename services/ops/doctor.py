@@ -36,13 +36,13 @@ class Doctor:
 
     def runtime(self) -> Any:
         if self._runtime is None:
-            from services.runtime import Runtime
+            from services.composition import Runtime
             self._runtime = Runtime(self.settings)
         return self._runtime
 
     def services(self) -> Any:
         if self._services is None:
-            from services.wiring import Services
+            from services.composition import Services
             self._services = Services(self.runtime())
         return self._services
 
@@ -73,13 +73,13 @@ class Doctor:
         return OK, "set"
 
     def policy(self) -> tuple[str, str]:
-        from services.policy_source import default_policy_path, read_policy
+        from services.state.policy_source import default_policy_path, read_policy
         path = self.settings.policy_file or default_policy_path()
         doc = read_policy(path)
         return OK, f"{path}: {len(doc.entitlements)} entitlements, digest {doc.digest()}"
 
     def redis(self) -> tuple[str, str]:
-        from services.redis_conn import check_redis
+        from services.state.redis_conn import check_redis
         client = self.runtime().redis
         client.ping()
         try:

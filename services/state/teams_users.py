@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.store import RequestStore
+from services.state.store import RequestStore
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,15 @@ from policies.engine import eligible_entitlements, evaluate, ticket_kind
 from policies.lifecycle import Event, InvalidTransitionError, State
 from policies.model import Actor, Decision, Facts, GrantRequest, Outcome, Principal, TicketFacts, Verdict
 from policies.record import RequestRecord
-from services import queue as jobs
-from services.audit import AuditLog
 from services.clock import Clock
 from services.errors import ConflictError, NotFoundError, ServiceError
 from services.metrics import DomainMetrics
-from services.policy_source import PolicySource
 from services.ports import Directory, DirectoryError, Ticketing, TicketingUnavailableError
-from services.queue import JobQueue, job_id
-from services.store import RequestStore, new_request_id
+from services.state import queue as jobs
+from services.state.audit import AuditLog
+from services.state.policy_source import PolicySource
+from services.state.queue import JobQueue, job_id
+from services.state.store import RequestStore, new_request_id
 
 log = logging.getLogger(__name__)
 

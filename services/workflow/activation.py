@@ -20,12 +20,9 @@ from policies.durations import format_duration
 from policies.lifecycle import Event, State
 from policies.model import Actor, Grant, GrantMode
 from policies.record import RequestRecord
-from services import queue as jobs
-from services.audit import AuditLog
 from services.clock import Clock
 from services.errors import NotFoundError, ServiceError
 from services.metrics import DomainMetrics
-from services.policy_source import PolicySource
 from services.ports import (
     ActiveDurationTooShortError,
     DirectAssignment,
@@ -39,8 +36,11 @@ from services.ports import (
     Ticketing,
     TicketingUnavailableError,
 )
-from services.queue import JobQueue, job_id
-from services.store import RequestStore
+from services.state import queue as jobs
+from services.state.audit import AuditLog
+from services.state.policy_source import PolicySource
+from services.state.queue import JobQueue, job_id
+from services.state.store import RequestStore
 
 log = logging.getLogger(__name__)
 

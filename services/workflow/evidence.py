@@ -9,7 +9,7 @@ from typing import Any
 
 from policies.durations import format_duration
 from policies.record import RequestRecord
-from services.audit import AuditEvent
+from services.state.audit import AuditEvent
 
 
 def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: datetime) -> dict[str, Any]:

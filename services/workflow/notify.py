@@ -19,12 +19,12 @@ from policies.approval import current_approvers
 from policies.lifecycle import State
 from policies.model import Approver, CardRef
 from policies.record import RequestRecord
-from services.audit import AuditLog
 from services.clock import Clock
-from services.policy_source import PolicySource
 from services.ports import Teams, TeamsError
-from services.store import RequestStore
-from services.teams_users import TeamsChannel, TeamsUsers
+from services.state.audit import AuditLog
+from services.state.policy_source import PolicySource
+from services.state.store import RequestStore
+from services.state.teams_users import TeamsChannel, TeamsUsers
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:notifier"

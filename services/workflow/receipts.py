@@ -15,16 +15,16 @@ from policies.durations import format_duration
 from policies.lifecycle import State
 from policies.model import TicketFacts
 from policies.record import RequestRecord
-from services import queue as jobs
-from services.audit import AuditLog
 from services.clock import Clock
 from services.errors import ServiceError
-from services.evidence import evidence, evidence_json, evidence_markdown
 from services.metrics import DomainMetrics
-from services.notify import Notifier
 from services.ports import TeamsError, Ticketing
-from services.queue import JobQueue, job_id
-from services.store import RequestStore
+from services.state import queue as jobs
+from services.state.audit import AuditLog
+from services.state.queue import JobQueue, job_id
+from services.state.store import RequestStore
+from services.workflow.evidence import evidence, evidence_json, evidence_markdown
+from services.workflow.notify import Notifier
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:receipts"

@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 
 from policies.lifecycle import Event, State
 from policies.model import Actor, GrantMode
-from services import queue as jobs
-from services.activation import revoke_job_id, revoke_retry_job_id
-from services.audit import AuditLog
 from services.clock import Clock
-from services.notify import Notifier
-from services.policy_source import PolicySource
 from services.ports import Graph, GraphError
-from services.queue import JobQueue, job_id
-from services.store import RequestStore
+from services.state import queue as jobs
+from services.state.audit import AuditLog
+from services.state.policy_source import PolicySource
+from services.state.queue import JobQueue, job_id
+from services.state.store import RequestStore
+from services.workflow.activation import revoke_job_id, revoke_retry_job_id
+from services.workflow.notify import Notifier
 
 log = logging.getLogger(__name__)
 ACTOR = Actor.system("reconciler")

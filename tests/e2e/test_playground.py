@@ -30,11 +30,11 @@ import aiohttp
 import pytest
 import yaml
 
-from services.devstack import APPROVALS_CHANNEL, DEMO_TENANT
-from services.policy_source import read_policy
+from services.emulators.botauth import DEMO_BOT_APP_ID
+from services.emulators.seed import BY_ALIAS
+from services.ops.devstack import APPROVALS_CHANNEL, DEMO_TENANT
+from services.state.policy_source import read_policy
 from tests.e2e.test_devstack import ROOT, free_port, start_dev, stop_dev
-from tests.emulators.botauth import DEMO_BOT_APP_ID
-from tests.emulators.seed import BY_ALIAS
 
 PLAYGROUND = ROOT / "docs" / "playground"
 CLI = PLAYGROUND / "node_modules" / "@microsoft" / "m365agentsplayground" / "cli.js"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.audit import GENESIS, AuditLog, event_hash
+from services.state.audit import GENESIS, AuditLog, event_hash
 from tests.conftest import AUDIT_KEY
 
 EVENTS = "bgt:audit:events"

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from services.audit import AuditLog
+from services.state.audit import AuditLog
 from tests.conftest import AUDIT_KEY
 
 EVENTS, SEGMENTS, SEALED = "bgt:audit:events", "bgt:audit:segments", "bgt:audit:sealed"

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.audit import AuditLog
+from services.state.audit import AuditLog
 from tests.conftest import AUDIT_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
-BREAKGLASS = [sys.executable, "-m", "services.cli"]
+BREAKGLASS = [sys.executable, "-m", "services.ops.cli"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import pytest
 from policies.lifecycle import Event, InvalidTransitionError, State
 from policies.model import Actor, CardRef, Grant
 from services.errors import ConflictError, NotFoundError, StaleVersionError
-from services.store import RequestStore, new_request_id
+from services.state.store import RequestStore, new_request_id
 from tests.factories import PEOPLE, facts, record_for, request, ticket
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -195,7 +195,7 @@ def test_records_are_stored_compressed_against_the_shared_dictionary(store, poli
     # every record, which a preset deflate dictionary removes: several times smaller than zlib on its own.
     import zlib
 
-    from services.store import decode, encode
+    from services.state.store import decode, encode
 
     rec = store.create(pending_record(policy))
     raw = redis_client.get(f"bgt:req:{rec.id}")
@@ -212,7 +212,7 @@ def test_the_record_dictionary_never_changes():
     import hashlib
     from pathlib import Path
 
-    import services.store
+    import services.state.store
 
-    data = (Path(services.store.__file__).parent / "record-dict-v1.json").read_bytes()
+    data = (Path(services.state.store.__file__).parent / "record-dict-v1.json").read_bytes()
     assert hashlib.sha256(data).hexdigest() == "52f606fc08da3638f5e40e7a7ed02678563e721f136290bd8783400aad25f5ce"

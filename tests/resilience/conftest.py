@@ -29,8 +29,8 @@ import yaml
 
 from policies.lifecycle import State
 from policies.record import RequestRecord
-from services.access import IntakeInput, Who
-from tests.emulators import seed as demo
+from services.emulators import seed as demo
+from services.workflow.access import IntakeInput, Who
 from tests.harness import Processes, Product, kill_tree, start_product
 from tests.integration.jobs.conftest import wait_for
 
@@ -108,8 +108,7 @@ def share_stack(other: Product, directory: Path, client: redis.Redis, url: str, 
     from datetime import timedelta
 
     from services.clock import OffsetClock
-    from services.runtime import Runtime
-    from services.wiring import Services
+    from services.composition import Runtime, Services
     from tests.harness import product_settings
 
     offset = other.settings.clock_offset_s

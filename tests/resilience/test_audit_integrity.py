@@ -21,9 +21,8 @@ import pytest
 import redis
 
 from policies.lifecycle import State
-from services.queue import job_id
-from services.runtime import Runtime
-from services.wiring import Services
+from services.composition import Runtime, Services
+from services.state.queue import job_id
 from tests.harness import Product, settings_env, start_product
 from tests.integration.jobs.conftest import submit, wait_for
 from tests.integration.test_audit import rechain
@@ -48,7 +47,7 @@ def logged(tmp_path: Path, redis_client: redis.Redis, redis_url: str) -> Iterato
     a deactivation; a checkpoint every 10 events."""
     product = start_product(tmp_path, redis_client, redis_url, audit_checkpoint_every=10)
     try:
-        from services.access import Who
+        from services.workflow.access import Who
         from tests.factories import PEOPLE
 
         sam = submit(product, "sam", seconds=60)
@@ -142,7 +141,7 @@ def test_every_tampering_at_every_position_is_named(logged, redis_client):
 
 def audit_verify(product: Product) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(product.settings.data_dir), **settings_env(product.settings)}
-    return subprocess.run([sys.executable, "-m", "services.cli", "audit", "verify"], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "services.ops.cli", "audit", "verify"], capture_output=True, text=True,
                           env=env, timeout=60, cwd=str(ROOT))
 
 

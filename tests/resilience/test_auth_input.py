@@ -20,7 +20,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from tests.emulators.botauth import METADATA_PATH, BotAuthEmulator, TokenVariant
+from services.emulators.botauth import METADATA_PATH, BotAuthEmulator, TokenVariant
 from tests.harness import TENANT, Product, settings_env, start_product
 from tests.integration.jobs.conftest import wait_for
 from tests.resilience.conftest import ROOT, free_port
@@ -69,7 +69,7 @@ def serve(tmp_path: Path, redis_client: Any, redis_url: str) -> Iterator[Callabl
             "env": "production", "clock_offset_s": 0.0, "app_id": APP_ID, "app_password": SecretStr("secret"),
             "app_tenant_id": TENANT, "bot_openid_metadata_url": running.url + METADATA_PATH, "port": port})
         log = (tmp_path / f"serve-{port}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=serve_env(settings),
+        proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "serve"], env=serve_env(settings),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -111,7 +111,7 @@ def test_serve_without_credentials_exits_non_zero_says_why_and_never_listens(tmp
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BREAKGLASS_ENV": "production",
            "BREAKGLASS_PORT": str(port), "BREAKGLASS_DATA_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env, cwd=str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "serve"], env=env, cwd=str(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen_listening = False
     deadline = time.monotonic() + 60

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from policies.lifecycle import State
-from services.access import Who
+from services.workflow.access import Who
 from tests.harness import Processes, Product
 from tests.integration.jobs.conftest import submit, wait_for
 from tests.resilience.conftest import (
@@ -504,11 +504,10 @@ def test_recovery_timings_follow_the_reconciler_period_and_keep_their_defaults(r
     back-off from 0.5 s up to 10 s within the 60 s budget."""
     from datetime import UTC, datetime
 
-    from services.http import RetryPolicy
-    from services.queue import JobQueue, abandoned_after_s, heartbeat_interval_s
-    from services.runtime import Runtime
+    from services.clients.http import RetryPolicy
+    from services.composition import Runtime, Services
     from services.settings import Settings
-    from services.wiring import Services
+    from services.state.queue import JobQueue, abandoned_after_s, heartbeat_interval_s
 
     assert (heartbeat_interval_s(30), abandoned_after_s(30)) == (5, 20)
     assert (heartbeat_interval_s(3), abandoned_after_s(3)) == (1, 3)  # never fewer than three missed heartbeats

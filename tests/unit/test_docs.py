@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services.cli import build_parser
+from services.ops.cli import build_parser
 from services.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +45,31 @@ def test_every_command_is_documented():
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name in commands:
         assert f"breakglass {name}" in README, name
+
+
+def test_the_layout_table_names_every_room_of_services():
+    rooms = sorted(p.parent.name for p in (ROOT / "services").glob("*/__init__.py"))
+    layout = README[README.index("## Layout"):README.index("## Dependency notes")]
+    missing = [room for room in rooms if f"`services/{room}/`" not in layout]
+    assert not missing, missing
+    for room in rooms:  # each room says what lives there and what it may use
+        doc = (ROOT / "services" / room / "__init__.py").read_text()
+        assert doc.startswith('"""') and len(doc.split('"""')[1].strip()) > 40, room
+
+
+def test_architecture_names_files_and_functions_that_exist():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`((?:bot|jobs|cards|policies|services)/[\w/]+\.py)`", text))
+    assert len(paths) > 10
+    missing = [p for p in sorted(paths) if not (ROOT / p).exists()]
+    assert not missing, missing
+    code = "\n".join(p.read_text() for d in ("bot", "jobs", "cards", "policies", "services")
+                     for p in (ROOT / d).rglob("*.py"))
+    names = set(re.findall(r"`([A-Z]\w+)\.(\w+)`", text))
+    assert len(names) > 10
+    unknown = [f"{cls}.{attr}" for cls, attr in sorted(names)
+               if not re.search(rf"^class {cls}\b", code, re.M) or not re.search(rf"def {attr}\b", code)]
+    assert not unknown, unknown
+    functions = set(re.findall(r"`([a-z]\w+_\w+)`", text))
+    unknown = [f for f in sorted(functions) if not re.search(rf"def {f}\b", code)]
+    assert not unknown, unknown

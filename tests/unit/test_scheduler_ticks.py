@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.queue import TICK_LAG_S, seconds_to_next_tick
+from services.state.queue import TICK_LAG_S, seconds_to_next_tick
 
 
 @pytest.mark.parametrize(("now", "expected"), [

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from policies.model import TicketFacts
-from services.http import RetryPolicy, UpstreamError
+from services.clients.http import RetryPolicy, UpstreamError
 from services.ports import Ticketing, TicketingUnavailableError
 
 if TYPE_CHECKING:
@@ -92,20 +92,20 @@ def build_ticketing(settings: Settings, redis_client: redis.Redis | None = None)
         raise ConfigurationError(problems)
     retry = itsm_retry(settings)
     if settings.itsm == "servicenow":
-        from services.itsm.servicenow import ServiceNowTicketing
+        from services.clients.itsm.servicenow import ServiceNowTicketing
 
         assert settings.servicenow_instance_url and settings.servicenow_username and settings.servicenow_password
         return ServiceNowTicketing(settings.servicenow_instance_url, settings.servicenow_username,
                                    settings.servicenow_password.get_secret_value(), timeout=settings.itsm_timeout_s,
                                    retry=retry)
     if settings.itsm == "freshservice":
-        from services.itsm.freshservice import FreshserviceTicketing
+        from services.clients.itsm.freshservice import FreshserviceTicketing
 
         assert settings.freshservice_url and settings.freshservice_api_key
         return FreshserviceTicketing(settings.freshservice_url, settings.freshservice_api_key.get_secret_value(),
                                      requester_email=settings.freshservice_requester_email,
                                      timeout=settings.itsm_timeout_s, retry=retry)
-    from services.itsm.halo import HaloTicketing
+    from services.clients.itsm.halo import HaloTicketing
 
     assert settings.halo_url and settings.halo_client_id and settings.halo_client_secret
     return HaloTicketing(settings.halo_url, settings.halo_client_id, settings.halo_client_secret.get_secret_value(),

@@ -20,8 +20,8 @@ from typing import Any
 import requests
 
 from policies.model import TicketFacts
-from services.http import HttpClient, RetryPolicy, UpstreamError
-from services.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
+from services.clients.http import HttpClient, RetryPolicy, UpstreamError
+from services.clients.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
 from services.ports import TicketingUnavailableError
 
 SYSTEM = "Freshservice"

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from policies.model import TicketFacts
-from services.http import AuthError, HttpClient, RetryPolicy, UpstreamError
-from services.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
+from services.clients.http import AuthError, HttpClient, RetryPolicy, UpstreamError
+from services.clients.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import requests
 
 from policies.model import TicketFacts
-from services.http import HttpClient, RetryPolicy, UpstreamError
-from services.itsm import unavailable
+from services.clients.http import HttpClient, RetryPolicy, UpstreamError
+from services.clients.itsm import unavailable
 from services.ports import TicketingUnavailableError
 
 SYSTEM = "ServiceNow"

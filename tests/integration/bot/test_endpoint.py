@@ -12,9 +12,9 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from bot.app import create_app
+from services.composition import Services
+from services.emulators.botauth import METADATA_PATH, BotAuthEmulator, TokenVariant
 from services.settings import Settings
-from services.wiring import Services
-from tests.emulators.botauth import METADATA_PATH, BotAuthEmulator, TokenVariant
 from tests.harness import TENANT
 from tests.integration.bot.conftest import serving
 from tests.teams_activities import invoke, message
@@ -142,7 +142,7 @@ def test_serve_refuses_to_start_without_credentials(tmp_path):
     import sys
 
     env = {"PATH": "/usr/bin:/bin", "BREAKGLASS_ENV": "production", "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "services.cli", "serve", "--port", "0"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "services.ops.cli", "serve", "--port", "0"], capture_output=True,
                             text=True, env=env, timeout=60, cwd=str(tmp_path.parent))
     assert result.returncode == 2
     for name in ("MicrosoftAppId", "MicrosoftAppPassword", "MicrosoftAppTenantId", "ENTRA_CLIENT_ID"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policies.lifecycle import State
-from services.queue import worker_queues
+from services.state.queue import worker_queues
 from tests.factories import PEOPLE
 from tests.integration.bot.conftest import actions, assert_valid_card, card_of, inputs, texts
 from tests.teams_activities import invoke, legacy_submit, message, personal_conversation
@@ -349,8 +349,8 @@ async def test_hostile_ai_suggestion_changes_only_the_prefill(tmp_path, redis_cl
     import json as _json
 
     from bot.app import create_app
+    from services.emulators import OpenAIEmulator
     from services.triage import build_triage
-    from tests.emulators import OpenAIEmulator
     from tests.harness import start_product
     from tests.integration.bot.conftest import Teams, serving
 

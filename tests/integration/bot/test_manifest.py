@@ -21,7 +21,7 @@ APP_ID = "bbbbbbbb-0000-0000-0000-000000000001"
 def build(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("Microsoft", "BREAKGLASS_"))}
     full.update(env)
-    return subprocess.run([sys.executable, "-m", "services.cli", "manifest", "build", "--out",
+    return subprocess.run([sys.executable, "-m", "services.ops.cli", "manifest", "build", "--out",
                            str(tmp_path / "app.zip")], env=full, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

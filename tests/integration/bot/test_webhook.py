@@ -14,7 +14,7 @@ import pytest_asyncio
 from bot.app import create_app
 from bot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from policies.lifecycle import State
-from services.wiring import Services
+from services.composition import Services
 from tests.integration.bot.conftest import serving, texts
 from tests.teams_activities import message, personal_conversation
 

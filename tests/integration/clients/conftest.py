@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from services.http import RetryPolicy
+from services.clients.http import RetryPolicy
+from services.emulators import EntraEmulator, GraphEmulator, LocalCA, RunningEmulator, demo_seed
+from services.emulators.botauth import DEMO_BOT_APP_ID
+from services.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID, GRAPH_DEFAULT_SCOPE
+from services.emulators.tokens import GRAPH_AUDIENCE
 from services.settings import Settings
-from tests.emulators import EntraEmulator, GraphEmulator, LocalCA, RunningEmulator, demo_seed
-from tests.emulators.botauth import DEMO_BOT_APP_ID
-from tests.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID, GRAPH_DEFAULT_SCOPE
-from tests.emulators.tokens import GRAPH_AUDIENCE
 
 SIGNING_SECRET = "client-tests-shared-signing-secret-0123456789"
 BOT_SCOPE = "https://api.botframework.com/.default"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import redis
 
-from services.directory import GraphDirectory
-from services.graph import GraphClient
+from services.clients.directory import GraphDirectory
+from services.clients.graph import GraphClient
+from services.clients.tokens import TokenProvider
+from services.emulators import demo_seed
 from services.ports import DirectoryError
-from services.store import RequestStore
-from services.tokens import TokenProvider
-from tests.emulators import demo_seed
+from services.state.store import RequestStore
 
 from .conftest import FAST, PEOPLE, GraphStack
 

@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from policies.model import TicketFacts
-from services.itsm import build_ticketing
-from services.itsm.freshservice import FreshserviceTicketing
-from services.itsm.halo import HaloTicketing
+from services.clients.itsm import build_ticketing
+from services.clients.itsm.freshservice import FreshserviceTicketing
+from services.clients.itsm.halo import HaloTicketing
+from services.emulators import FreshserviceEmulator, HaloEmulator, RunningEmulator, demo_seed
 from services.ports import TicketingUnavailableError
-from tests.emulators import FreshserviceEmulator, HaloEmulator, RunningEmulator, demo_seed
 
 from .conftest import FAST, make_settings
 

@@ -9,9 +9,10 @@ from email.utils import format_datetime
 import pytest
 import redis
 
-from services.graph import GraphClient, build_graph, direct_assignment, schedule_instance, schedule_request
-from services.http import RetryPolicy, parse_retry_after, reset_stats, stats_snapshot
-from services.limiter import RateLimiter
+from services.clients.graph import GraphClient, build_graph, direct_assignment, schedule_instance, schedule_request
+from services.clients.http import RetryPolicy, parse_retry_after, reset_stats, stats_snapshot
+from services.clients.tokens import TokenProvider
+from services.emulators.fixture_files import body_of
 from services.ports import (
     ActiveDurationTooShortError,
     GraphError,
@@ -22,8 +23,7 @@ from services.ports import (
     RoleAssignmentDoesNotExistError,
     RoleAssignmentExistsError,
 )
-from services.tokens import TokenProvider
-from tests.emulators.fixture_files import body_of
+from services.state.limiter import RateLimiter
 
 from .conftest import FAST, GA, PEOPLE, USER_ADMIN, GraphStack
 

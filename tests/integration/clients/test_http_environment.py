@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from services.http import HttpClient, UpstreamError
-from tests.emulators.base import RunningEmulator
-from tests.emulators.graph import GraphEmulator
+from services.clients.http import HttpClient, UpstreamError
+from services.emulators.base import RunningEmulator
+from services.emulators.graph import GraphEmulator
 
 from .conftest import FAST
 

@@ -11,7 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from services.limiter import RateLimiter, RateLimitTimeout
+from services.state.limiter import RateLimiter, RateLimitTimeout
 
 from .workers import limiter_stamps
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from policies.model import TicketFacts
-from services.itsm import build_ticketing
-from services.itsm.servicenow import ServiceNowTicketing
+from services.clients.itsm import build_ticketing
+from services.clients.itsm.servicenow import ServiceNowTicketing
+from services.emulators import RunningEmulator, ServiceNowEmulator, demo_seed
 from services.ports import TicketingUnavailableError
-from tests.emulators import RunningEmulator, ServiceNowEmulator, demo_seed
 
 from .conftest import FAST, make_settings
 

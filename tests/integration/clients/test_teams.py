@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis
 
+from services.clients.teams import TeamsClient, build_teams
+from services.emulators import BotConnectorEmulator, RunningEmulator, demo_seed
+from services.emulators.botauth import DEMO_BOT_APP_ID
+from services.emulators.entra import DEMO_TENANT_ID
 from services.ports import TeamsError
-from services.teams import TeamsClient, build_teams
-from tests.emulators import BotConnectorEmulator, RunningEmulator, demo_seed
-from tests.emulators.botauth import DEMO_BOT_APP_ID
-from tests.emulators.entra import DEMO_TENANT_ID
 
 from .conftest import BOT_SECRET, FAST, GraphStack, make_settings
 

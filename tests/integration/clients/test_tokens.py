@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.graph import GraphClient
-from services.http import AuthError
+from services.clients.graph import GraphClient
+from services.clients.http import AuthError
+from services.clients.tokens import TokenProvider, certificate_credential, is_microsoft_host
+from services.emulators import make_client_certificate
+from services.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID, GRAPH_DEFAULT_SCOPE
 from services.ports import GraphError, GraphUnavailableError
-from services.tokens import TokenProvider, certificate_credential, is_microsoft_host
-from tests.emulators import make_client_certificate
-from tests.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID, GRAPH_DEFAULT_SCOPE
 
 from .conftest import FAST, PEOPLE, GraphStack
 from .workers import graph_jobs

@@ -7,10 +7,10 @@ from typing import Any
 
 import redis
 
-from services.graph import GraphClient
-from services.http import RetryPolicy
-from services.limiter import RateLimiter
-from services.tokens import TokenProvider
+from services.clients.graph import GraphClient
+from services.clients.http import RetryPolicy
+from services.clients.tokens import TokenProvider
+from services.state.limiter import RateLimiter
 
 
 def graph_jobs(config: dict[str, Any], jobs: int, start_at: float) -> dict[str, int]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from policies.record import RequestRecord
-from services.access import IntakeInput, Who
+from services.workflow.access import IntakeInput, Who
 from tests.factories import PEOPLE
 from tests.harness import Processes, Product, start_product
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from services.queue import AlignedScheduler, JobQueue, JSONJob, JSONQueue
+from services.state.queue import AlignedScheduler, JobQueue, JSONJob, JSONQueue
 
 
 def scheduler(client: redis.Redis) -> AlignedScheduler:

@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from policies.lifecycle import State
-from services.access import Who
-from services.activation import revoke_job_id
+from services.workflow.access import Who
+from services.workflow.activation import revoke_job_id
 from tests.factories import PEOPLE
 from tests.harness import Product, start_product
 from tests.integration.jobs.conftest import submit

@@ -14,7 +14,7 @@ import redis
 from rq.serializers import JSONSerializer
 
 from jobs.worker import InProcessWorker
-from services.queue import JobQueue, JSONJob, JSONQueue
+from services.state.queue import JobQueue, JSONJob, JSONQueue
 
 RELEASE = threading.Event()
 STARTED = threading.Event()
@@ -92,7 +92,7 @@ def note(what: str) -> None:
 def test_access_jobs_jump_the_queue_of_notifications(redis_client: redis.Redis) -> None:
     # Revocations (and grants, extensions, the reconciler) must not wait behind a backlog of card updates and
     # receipts: after 1,000 activations that backlog is thousands of jobs, and expiries fall due meanwhile.
-    from services import queue as q
+    from services.state import queue as q
 
     ORDER.clear()
     jobs = JobQueue(redis_client)
@@ -108,7 +108,7 @@ def test_access_jobs_jump_the_queue_of_notifications(redis_client: redis.Redis) 
 
 
 def test_access_jobs_are_routed_to_the_access_queue(redis_client: redis.Redis) -> None:
-    from services import queue as q
+    from services.state import queue as q
 
     jobs = JobQueue(redis_client)
     for func in (q.ACTIVATE_GRANT, q.REVOKE_GRANT, q.EXTEND_GRANT, q.RECONCILE):
@@ -125,7 +125,7 @@ def test_access_jobs_are_routed_to_the_access_queue(redis_client: redis.Redis) -
 
 
 def test_a_new_job_is_queued_exactly_like_a_checked_one(redis_client: redis.Redis) -> None:
-    from services import queue as q
+    from services.state import queue as q
 
     jobs = JobQueue(redis_client)
     jobs.enqueue(q.ACTIVATE_GRANT, "BG-AAAAAA", jid="checked")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from policies.lifecycle import State
 from policies.model import Verdict
-from services.access import Who
-from services.runtime import Runtime
-from services.wiring import Services
+from services.composition import Runtime, Services
+from services.workflow.access import Who
 from tests.conftest import RoundTrips
 from tests.factories import PEOPLE
 from tests.integration.jobs.conftest import submit

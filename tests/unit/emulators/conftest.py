@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.emulators import (
+from services.emulators import (
     Emulator,
     EntraEmulator,
     GraphEmulator,

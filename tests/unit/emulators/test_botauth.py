@@ -11,9 +11,9 @@ from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthenticati
 from botbuilder.schema import Activity
 from botframework.connector.auth import JwtTokenExtractor
 
-from tests.emulators import BotAuthEmulator, RunningEmulator, TokenVariant
-from tests.emulators.botauth import DEMO_BOT_APP_ID, METADATA_PATH
-from tests.emulators.fixture_files import load_fixture
+from services.emulators import BotAuthEmulator, RunningEmulator, TokenVariant
+from services.emulators.botauth import DEMO_BOT_APP_ID, METADATA_PATH
+from services.emulators.fixture_files import load_fixture
 
 SERVICE_URL = "https://smba.trafficmanager.net/emea/"
 

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.emulators import BotConnectorEmulator, demo_seed
-from tests.emulators.fixture_files import body_of, load_fixture, response_of
+from services.emulators import BotConnectorEmulator, demo_seed
+from services.emulators.fixture_files import body_of, load_fixture, response_of
 
 from .conftest import Served
 

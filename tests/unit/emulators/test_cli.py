@@ -34,7 +34,7 @@ def test_cli_starts_seeded_emulators_prints_ready_and_stops_on_sigterm(tmp_path:
     config.write_text(json.dumps({"emulators": {"graph": {}, "entra": {}, "servicenow": {}, "botconnector": {}},
                                   "secrets": {"servicenow_password": "from-config"}}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators", "--config", str(config), "--seed", "demo",
+        [sys.executable, "-m", "services.emulators", "--config", str(config), "--seed", "demo",
          "--entra-ca-out", str(ca_path), "--pim-min-active-seconds", "0", "--clock-offset", "0"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -69,7 +69,7 @@ def test_cli_starts_seeded_emulators_prints_ready_and_stops_on_sigterm(tmp_path:
 
 def test_cli_reports_configuration_errors_with_exit_code_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.emulators", "--emulators", "graph,nonexistent"],
+        [sys.executable, "-m", "services.emulators", "--emulators", "graph,nonexistent"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert result.returncode == 2

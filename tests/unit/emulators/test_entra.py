@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jwt
 
-from tests.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
-from tests.emulators.fixture_files import load_fixture, response_of
+from services.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
+from services.emulators.fixture_files import load_fixture, response_of
 
 from .conftest import Served, same_keys
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulators.fixture_files import FIXTURE_DIR
+from services.emulators.fixture_files import FIXTURE_DIR
 
 REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "ref" / "fixtures"
 

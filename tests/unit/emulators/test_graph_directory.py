@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.emulators import GraphEmulator, demo_seed
-from tests.emulators.fixture_files import body_of, response_of
+from services.emulators import GraphEmulator, demo_seed
+from services.emulators.fixture_files import body_of, response_of
 
 from .conftest import Served, same_keys
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.emulators import Clock, GraphEmulator, RoleSettings, demo_seed, instance_id
-from tests.emulators.fixture_files import body_of, load_fixture, response_of
-from tests.emulators.isotime import parse_datetime
+from services.emulators import Clock, GraphEmulator, RoleSettings, demo_seed, instance_id
+from services.emulators.fixture_files import body_of, load_fixture, response_of
+from services.emulators.isotime import parse_datetime
 
 from .conftest import Served, same_keys
 

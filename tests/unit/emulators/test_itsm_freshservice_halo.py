@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.emulators import FreshserviceEmulator, HaloEmulator, demo_seed
-from tests.emulators.fixture_files import body_of, load_fixture
+from services.emulators import FreshserviceEmulator, HaloEmulator, demo_seed
+from services.emulators.fixture_files import body_of, load_fixture
 
 from .conftest import Served, same_keys
 

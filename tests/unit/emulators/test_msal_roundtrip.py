@@ -9,8 +9,8 @@ import msal
 import pytest
 import requests
 
-from tests.emulators import EntraEmulator, GraphEmulator, LocalCA, demo_seed, make_client_certificate
-from tests.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
+from services.emulators import EntraEmulator, GraphEmulator, LocalCA, demo_seed, make_client_certificate
+from services.emulators.entra import DEMO_GRAPH_CLIENT_ID, DEMO_GRAPH_CLIENT_SECRET, DEMO_TENANT_ID
 
 from .conftest import Served
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.emulators import OpenAIEmulator
+from services.emulators import OpenAIEmulator
 
 from .conftest import Served
 

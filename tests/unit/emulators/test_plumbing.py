@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.emulators import FaultRule, HaloEmulator, OpenAIEmulator, start_in_thread
-from tests.emulators.faults import FaultInjector
+from services.emulators import FaultRule, HaloEmulator, OpenAIEmulator, start_in_thread
+from services.emulators.faults import FaultInjector
 
 from .conftest import Served
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulators import StackConfig, ThreadedStack, demo_seed
-from tests.emulators.stack import StackConfigError, build_emulators
+from services.emulators import StackConfig, ThreadedStack, demo_seed
+from services.emulators.stack import StackConfigError, build_emulators
 
 
 def test_demo_seed_is_plain_json() -> None:

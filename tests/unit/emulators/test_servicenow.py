@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.emulators import ServiceNowEmulator, demo_seed
-from tests.emulators.fixture_files import body_of, load_fixture, response_of
+from services.emulators import ServiceNowEmulator, demo_seed
+from services.emulators.fixture_files import body_of, load_fixture, response_of
 
 from .conftest import Served, same_keys
 

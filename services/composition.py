@@ -1,23 +1,92 @@
-"""The object graph both entry points use: build once per process from a Runtime, take what you need.
-Clients are created lazily so the bot never opens a Graph token cache it does not use, and vice versa."""
+"""The composition root: the one place that reads settings and builds the object graph, once per process.
+
+Two layers, built in this order by every entry point (bot/, jobs/, the CLI):
+- `Runtime`: per-process infrastructure: settings, the clock, the Redis client, the request store, the audit log
+  and the current policy. Cheap; the CLI's `audit` and `policy` commands need nothing more.
+- `Services`: the workflow built on a Runtime (access, grants, receipts, reconciler, notifier) and the clients of
+  the outside world. Clients are created lazily, so the bot never opens a Graph token cache it does not use, and
+  vice versa. Tests pass fakes of the ports in; nothing else reads the environment.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+import os
+import secrets
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
+
+import redis
 
 from policies.model import GrantMode
-from services.access import AccessService
-from services.activation import GrantService
-from services.notify import ChannelConfig, Notifier
+from services.clock import Clock, OffsetClock, SystemClock
 from services.ports import Directory, Graph, Teams, Ticketing
-from services.queue import JobQueue, abandoned_after_s
-from services.receipts import Receipts
-from services.reconcile import ForeignAssignmentScan, Reconciler
-from services.runtime import Runtime
+from services.settings import ConfigurationError, Settings
+from services.state.audit import AuditLog
+from services.state.policy_source import PolicySource
+from services.state.queue import JobQueue, abandoned_after_s
+from services.state.redis_conn import connect
+from services.state.store import RequestStore
+from services.workflow.access import AccessService
+from services.workflow.activation import GrantService
+from services.workflow.notify import ChannelConfig, Notifier
+from services.workflow.receipts import Receipts
+from services.workflow.reconcile import ForeignAssignmentScan, Reconciler
 
+log = logging.getLogger(__name__)
+
+
+def audit_key(settings: Settings) -> bytes:
+    if settings.audit_hmac_key is not None and settings.audit_hmac_key.get_secret_value():
+        return settings.audit_hmac_key.get_secret_value().encode()
+    if not settings.development:
+        raise ConfigurationError(["BREAKGLASS_AUDIT_HMAC_KEY must be set in production"])
+    # Development only: a key kept next to the embedded Redis data, so `audit verify` works across restarts.
+    path = Path(settings.data_dir) / "audit.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def clock_from(settings: Settings) -> Clock:
+    if not settings.clock_offset_s and settings.clock_scale == 1.0:
+        return SystemClock()
+    anchor = datetime.fromtimestamp(settings.clock_anchor, UTC) if settings.clock_anchor is not None else None
+    return OffsetClock(timedelta(seconds=settings.clock_offset_s), scale=settings.clock_scale, anchor=anchor)
+
+
+class Runtime:
+    """Per-process infrastructure: settings, clock, Redis, store, audit log, policy."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, client: redis.Redis | None = None):
+        self.settings = settings
+        self.clock: Clock = clock or clock_from(settings)
+        self._client = client
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return self._client if self._client is not None else connect(self.settings)
+
+    @cached_property
+    def store(self) -> RequestStore:
+        return RequestStore(self.redis, prefix=self.settings.key_prefix)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.redis, audit_key(self.settings), prefix=self.settings.key_prefix, clock=self.clock,
+                        checkpoint_every=self.settings.audit_checkpoint_every)
+
+    @cached_property
+    def policies(self) -> PolicySource:
+        return PolicySource(self.settings.policy_file)
 
 class Services:
+    """The workflow and the clients, built on a Runtime."""
+
     def __init__(self, runtime: Runtime, *, graph: Graph | None = None, teams: Teams | None = None,
                  ticketing: Ticketing | None = None, directory: Directory | None = None):
         self.runtime = runtime
@@ -36,28 +105,28 @@ class Services:
     def graph(self) -> Graph:
         if self._graph is not None:
             return self._graph
-        from services.graph import build_graph
+        from services.clients.graph import build_graph
         return build_graph(self.settings, self.runtime.redis)
 
     @cached_property
     def directory(self) -> Directory:
         if self._directory is not None:
             return self._directory
-        from services.directory import GraphDirectory
+        from services.clients.directory import GraphDirectory
         return GraphDirectory(self.graph, self.runtime.store)  # type: ignore[arg-type]
 
     @cached_property
     def ticketing(self) -> Ticketing | None:
         if self._ticketing is not None:
             return self._ticketing
-        from services.itsm import build_ticketing
+        from services.clients.itsm import build_ticketing
         return build_ticketing(self.settings, self.runtime.redis)
 
     @cached_property
     def teams(self) -> Teams:
         if self._teams is not None:
             return self._teams
-        from services.teams import build_teams
+        from services.clients.teams import build_teams
         return build_teams(self.settings, self.runtime.redis)
 
     @cached_property
