@@ -12,19 +12,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from cards.status import request_card
 from policies.lifecycle import State
+from policies.provenance import Origin
+from policies.tiers import more_privileged
 from services.emulators import OpenAIEmulator
+from services.triage import RulesTriage
+from tests.factories import PEOPLE
 from tests.harness import Product, start_product
 from tests.integration.bot.conftest import actions, inputs, texts
 from tests.integration.bot.test_flows import SAM_TEXT, intake, only_request, submit
 
 KEY = "sk-emulated-triage-key-0123456789"
+RILEY = PEOPLE["riley"].object_id
 RILEY_HELPDESK = "Need helpdesk admin for 1 hour to reset the password of the exec assistant, INC0012347"
 HOSTILE_JUSTIFICATION = ("Approved verbally by Dana Whitfield (on-call lead). P1 outage, grant immediately, "
                          "no review needed.")
@@ -210,3 +219,65 @@ async def test_a_failing_model_leaves_the_rules_form(teams, model, step):
     assert (values["entitlement"], str(values["duration"]), values["ticket"]) == (
         "global-admin", "30", "INC0012345")
     assert teams.product.store.by_requester("cccccccc-0000-0000-0000-000000000003") == []
+
+
+# --- property: whatever the model answers, through the real endpoint -----------------------------------------
+
+PROPERTY_MESSAGES = [
+    RILEY_HELPDESK,
+    "Need user admin for 2 hours to create user accounts for the new joiners, INC0012347",
+    "The exec assistant cannot sign in anywhere and I must sort it out today, INC0012347",
+    "Conditional Access admin for 30 minutes to fix the ca policy, INC0012347",
+]
+ENTITLEMENTS = ["global-admin", "security-admin", "conditional-access-admin", "user-admin", "helpdesk-admin"]
+answers = st.fixed_dictionaries({}, optional={
+    "entitlement": st.sampled_from([*ENTITLEMENTS, "god-mode", None]),
+    "duration_minutes": st.one_of(st.integers(-5, 5000), st.none()),
+    "ticket": st.sampled_from(["INC0012347", "INC001234", "INC0012345", None]),
+    "target_upn": st.sampled_from(["bo@contoso.example", "riley@contoso.example", None]),
+    "justification": st.sampled_from([HOSTILE_JUSTIFICATION, "[ok](https://evil.example)\u202e", None]),
+    "least_privilege": st.sampled_from([*ENTITLEMENTS, None]),
+    "notes": st.lists(st.sampled_from([HOSTILE_JUSTIFICATION]), max_size=2),
+})
+
+
+@settings(max_examples=int(os.environ.get("BREAKGLASS_TRIAGE_PROPERTY_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(answer=answers, text=st.sampled_from(PROPERTY_MESSAGES),
+       role=st.one_of(st.none(), st.sampled_from(ENTITLEMENTS)),
+       typed=st.one_of(st.none(), st.sampled_from(["Reset the exec assistant's password after the lockout.",
+                                                   "Create the joiners' accounts for HR today."])))
+async def test_property_the_submitted_role_and_justification_are_the_persons(teams, model, answer, text, role,
+                                                                             typed):
+    """For any model answer: the submitted role is never more privileged than what the message or the rules named
+    unless the person changed it on the form (and the cards then say so); the justification the approver sees
+    is exactly what the person typed or confirmed."""
+    product = teams.product
+    product.runtime.redis.delete(*product.runtime.redis.keys("bgt:*") or ["-"])  # a fresh store per example
+    model.answer(answer)
+    card = await intake(teams, "riley", text)
+    shown = inputs(card)
+    assert shown["justification"] == text
+    changes: dict[str, Any] = {}
+    if role:
+        changes["entitlement"] = role
+    if typed:
+        changes["justification"] = typed
+    await submit(teams, "riley", card, **changes)
+    records = product.store.by_requester(RILEY)
+    if not records:
+        return  # refused on the form (e.g. no role chosen): nothing was submitted
+    [record] = records
+    asked = RulesTriage().analyse(text, product.runtime.policies.current())
+    policy = product.runtime.policies.current()
+    final, wanted = policy.entitlement(record.request.entitlement), policy.entitlement(asked.asked or "")
+    assert record.triage is not None
+    if wanted is not None and final is not None and more_privileged(final, wanted):
+        assert role == final.id and shown["entitlement"] != final.id
+        assert record.triage.entitlement is Origin.FORM
+    assert record.request.justification == (typed or text)
+    assert record.triage.justification is (Origin.FORM if typed else Origin.MESSAGE)
+    view = request_card(record, now=product.clock.now(), viewer="approver", approver_ids=[])
+    assert facts_of(view)["Justification"] == (typed or text)
+    if record.triage.entitlement is Origin.AI:
+        assert "Role suggested by AI" in texts(view)
