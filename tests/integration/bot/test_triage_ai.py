@@ -142,6 +142,19 @@ async def test_an_ai_role_kept_by_the_requester_is_marked_on_both_cards(teams, m
         "ai", "ai", "message")
 
 
+async def test_the_form_shown_again_keeps_the_ai_mark_on_unchanged_values_only(teams, model):
+    from cards.intake import AI_MARK
+
+    model.answer({"entitlement": "global-admin", "duration_minutes": 30})
+    card = await intake(teams, "riley", "The exec assistant cannot sign in anywhere, INC0012347")
+    assert texts(card).count(AI_MARK) == 2
+    again = await submit(teams, "riley", card, justification="testing")
+    assert "Please fix" in texts(again)
+    assert texts(again).count(AI_MARK) == 2
+    again = await submit(teams, "riley", again, justification="testing", duration="15")
+    assert texts(again).count(AI_MARK) == 1  # the duration is now the person's
+
+
 # --- whole tokens --------------------------------------------------------------------------------------------
 
 async def test_a_target_or_ticket_inside_a_longer_token_is_not_prefilled(teams, model):

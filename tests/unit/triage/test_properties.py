@@ -161,7 +161,9 @@ def test_any_model_answer_never_raises_privilege_and_never_speaks_for_the_person
         longest = longest_for(POLICY, requester, POLICY.entitlement(filled.entitlement))  # type: ignore[arg-type]
         assert longest is not None and filled.duration_minutes * 60 <= longest.total_seconds()
 
-    # The person submits: as prefilled, or with a role chosen by hand, or with their own words typed.
+    # The person submits: as prefilled, or with a role chosen by hand, or with their own words typed (trimmed,
+    # as IntakeInput.from_values trims every submitted value).
+    typed = typed.strip() if typed else None
     shown = {"entitlement": filled.entitlement, "duration_minutes": filled.duration_minutes,
              "justification": filled.justification, "ticket": filled.ticket, "target": filled.target}
     submitted = {**shown, **({"entitlement": change_role} if change_role else {}),
