@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.intake import Intake
+from bot.intake import Intake, provenance_of
 from cards.approval import approval_card, decided_card
 from cards.intake import IntakeForm
 from cards.lists import message_card
@@ -80,11 +80,12 @@ class Actions:
         if not draft_id:
             return message_card("This form is incomplete; type your request again.")
         form = IntakeInput.from_values(data)
-        result = await asyncio.to_thread(self.access.submit, who, form, draft_id=draft_id)
         meta = await asyncio.to_thread(self.services.runtime.store.get_doc, "draft-meta", draft_id)
+        provenance = provenance_of(meta, who, form)
+        result = await asyncio.to_thread(self.access.submit, who, form, draft_id=draft_id, provenance=provenance)
         if meta and meta.get("requester") == who.object_id.lower() and not meta.get("audited") and result.accepted:
             await asyncio.to_thread(self.access.record_triage, who, draft_id, meta.get("suggestion"), form,
-                                    meta.get("prefill"))
+                                    meta.get("prefill"), provenance)
             meta["audited"] = True
             await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, 86400)
         if not result.accepted:

@@ -42,9 +42,19 @@ class IntakeForm:
     target: str  # UPN, or "" for the requester themself
 
 
+# Form value key (as triage and the draft record name them) -> the input on the card.
+_INPUT_OF = {"entitlement": INPUT_ENTITLEMENT, "duration_minutes": INPUT_DURATION,
+             "justification": INPUT_JUSTIFICATION, "ticket": INPUT_TICKET, "target": INPUT_TARGET}
+AI_MARK = "Suggested by AI, not by you: check it before you submit."
+
+
 def intake_card(choices: list[EntitlementChoice], form: IntakeForm, *, draft_id: str,
                 field_errors: dict[str, str] | None = None, problems: list[str] | None = None,
-                triage_note: str | None = None, allow_other_target: bool = False) -> dict[str, Any]:
+                triage_note: str | None = None, triage_notes: list[str] | None = None,
+                suggested_by_ai: frozenset[str] = frozenset(),
+                allow_other_target: bool = False) -> dict[str, Any]:
+    """`triage_notes`: sentences saying what was prefilled and from where; `suggested_by_ai`: form values the model
+    chose (keys as in `IntakeForm`), each marked under its input."""
     errors = dict(field_errors or {})
     fields = [INPUT_ENTITLEMENT, INPUT_DURATION, INPUT_JUSTIFICATION, INPUT_TICKET]
     if allow_other_target:
@@ -57,8 +67,10 @@ def intake_card(choices: list[EntitlementChoice], form: IntakeForm, *, draft_id:
         body.append(container([text("Please fix:", bold=True, color="attention"),
                                *lay.bullets(top, color="attention")], style="attention"))
     if triage_note:
-        # The note carries its own lead ("Suggested from your message: ..." or "AI-suggested ...").
         body.append(text(triage_note, limit=500, subtle=True))
+    if triage_notes:
+        # Each note is a sentence with its own lead ("Suggested from your message: ...", "Suggested by AI ...").
+        body.extend(lay.bullets(triage_notes[:8], limit=300))
     if not choices:
         body.append(text("No roles are available to you under the current policy.", color="attention"))
         return render(body, fallback_text="Request temporary admin access")
@@ -75,8 +87,11 @@ def intake_card(choices: list[EntitlementChoice], form: IntakeForm, *, draft_id:
         INPUT_TARGET: text_input(INPUT_TARGET, label="For someone else (UPN)", value=form.target,
                                  placeholder="leave empty for yourself", max_length=TARGET_MAX),
     }
+    by_ai = {_INPUT_OF[f] for f in suggested_by_ai if f in _INPUT_OF}
     for field in fields:
         body.append(inputs[field])
+        if field in by_ai:
+            body.append(text(AI_MARK, color="warning", spacing="small"))
         if errors.get(field):
             body.append(text(errors[field], limit=300, color="attention", spacing="small"))
 

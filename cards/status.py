@@ -27,6 +27,7 @@ from cards.builder import (
     text,
     text_input,
 )
+from cards.provenance import provenance_section
 from cards.verbs import INPUT_MINUTES, INPUT_REASON, Verb, request_data
 from policies.durations import format_duration
 from policies.lifecycle import State
@@ -48,6 +49,7 @@ def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "read
         fact_set(_facts(record, now)),
         *_reasons(record),
         *_advice(record),
+        *provenance_section(record),
         *_votes(record, now),
     ]
     return render(body, _actions(record, viewer), refresh=_refresh(record, approver_ids),

@@ -85,6 +85,16 @@ def find_ticket_reference(policy: PolicyDocument, text: str) -> str | None:
     return None
 
 
+def find_ticket_references(policy: PolicyDocument, text: str) -> list[str]:
+    """Every ticket number in the text as a whole token (same patterns as `find_ticket_reference`), upper-cased."""
+    found: list[str] = []
+    for pattern in policy.tickets.patterns.values():
+        for m in re.finditer(rf"\b({pattern})\b", text, flags=re.IGNORECASE):
+            if m.group(1).upper() not in found:
+                found.append(m.group(1).upper())
+    return found
+
+
 # --- lane selection -------------------------------------------------------------------------------------------
 
 def _lane_applies(lane: Lane, request: GrantRequest, facts: Facts, policy: PolicyDocument) -> bool:
@@ -484,6 +494,14 @@ def evaluate(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyD
         policy_digest=digest,
         evaluated_at=now,
     )
+
+
+def longest_for(policy: PolicyDocument, requester: Principal, entitlement: Entitlement) -> timedelta | None:
+    """The longest grant this requester can get for the entitlement: the standard path if they are eligible for
+    it, else the longest lane they are in (a break-glass-only member gets the lane's limit, not the role's)."""
+    paths = [entitlement.max_duration] if _in_groups(requester, policy, entitlement.eligible) else []
+    paths += [lane.max_duration for lane in entitlement.lanes if _in_groups(requester, policy, lane.eligible)]
+    return max(paths) if paths else None
 
 
 def eligible_entitlements(policy: PolicyDocument, requester: Principal) -> list[Entitlement]:

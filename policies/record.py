@@ -20,6 +20,7 @@ from policies.model import (
     Transition,
     Verdict,
 )
+from policies.provenance import Provenance
 
 
 class RequestRecord(Frozen):
@@ -40,6 +41,7 @@ class RequestRecord(Frozen):
     failure: str | None = None
     end_reason: str | None = None
     notes: tuple[str, ...] = ()
+    triage: Provenance | None = None  # where each field came from (Teams intake only)
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import secrets
 from typing import Any
 
@@ -77,6 +78,10 @@ class OpenAIEmulator(Emulator):
     def set_content(self, content: str) -> None:
         with self.lock:
             self.content = content
+
+    def answer(self, reply: Any) -> None:
+        """Answer every call with this JSON value as the assistant message (what a model in JSON mode returns)."""
+        self.set_content(json.dumps(reply))
 
     def set_script(self, steps: list[dict[str, Any]]) -> None:
         """Per-call steps, e.g. ``[{"delay_ms": 5000}, {"status": 500}, {"content": "{}"}]``; then ``content``."""

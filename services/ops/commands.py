@@ -161,7 +161,10 @@ def register_dev(sub: Any) -> None:
     dev.add_argument("--at", help="pretend it is this time, e.g. 2026-11-23T10:00+01:00 (or 'monday')")
     dev.add_argument("--speed", type=float, default=1.0, help="let time run this many times faster (demo use)")
     dev.add_argument("--any-ports", action="store_true",
-                     help="let the emulators pick free ports instead of 3991-3994 (tests, parallel stacks)")
+                     help="let the emulators pick free ports instead of 3991-3995 (tests, parallel stacks)")
+    dev.add_argument("--triage", choices=("rules", "openai"), default="rules",
+                     help="openai: run the OpenAI-compatible emulator as the triage model (script its answers "
+                          "through its /_emulator/state)")
     dev.set_defaults(func=cmd_dev)
     demo = sub.add_parser("demo", help="play the two seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
@@ -184,10 +187,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
         at = next_monday_10_berlin() if args.at.lower() == "monday" else datetime.fromisoformat(args.at)
         # Without an offset the time is UTC; with one, convert, since the banner and the clock work in UTC.
         at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
-    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995}
     config = DevConfig(data_dir=args.data_dir,
                        ports={"bot": args.port, **({k: 0 for k in fixed} if args.any_ports else fixed)},
-                       at=at, scale=args.speed)
+                       at=at, scale=args.speed, triage=args.triage)
     stack = DevStack(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -200,7 +203,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     env_file = stack.data / "dev.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(stack.env.items())
                                 if k.startswith(("BREAKGLASS_", "Microsoft", "ENTRA_", "GRAPH_", "SERVICENOW_",
-                                                 "TEAMS_", "REDIS_URL", "REQUESTS_CA_BUNDLE"))))
+                                                 "TEAMS_", "TRIAGE_", "REDIS_URL", "REQUESTS_CA_BUNDLE"))))
     env_file.chmod(0o600)
     print(stack.describe())
     print(f"""

@@ -30,7 +30,9 @@ DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulat
 DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
 APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
 EMULATORS = ("entra", "graph", "servicenow", "botconnector")
-DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995}
+# `breakglass dev --triage openai`: the OpenAI-compatible emulator plays the model (emulator-only credential).
+DEMO_OPENAI_KEY = "breakglass-demo-openai-key"
 READY = "EMULATORS READY "
 
 
@@ -59,6 +61,11 @@ class DevConfig:
     approvals_channel: str | None = None  # None: learned when the bot is installed in a team (Playground)
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
+    triage: str = "rules"  # "openai": start the OpenAI-compatible emulator and point triage at it
+
+    @property
+    def emulators(self) -> tuple[str, ...]:
+        return (*EMULATORS, "openai") if self.triage == "openai" else EMULATORS
 
 
 @dataclass
@@ -145,14 +152,21 @@ class DevStack:
             path.chmod(0o600)
         return path.read_text().strip()
 
-    def _start_emulators(self) -> None:
+    def emulator_argv(self) -> list[str]:
         ports = self.config.ports
-        argv = [sys.executable, "-m", "services.emulators", "--seed", "demo", "--emulators", ",".join(EMULATORS),
+        names = self.config.emulators
+        argv = [sys.executable, "-m", "services.emulators", "--seed", "demo", "--emulators", ",".join(names),
                 "--entra-ca-bundle-out", str(self.data / "ca-bundle.pem"), "--pim-min-active-seconds", "0",
                 "--clock-offset", str(self._offset_s()), "--clock-scale", str(self.config.scale),
                 "--clock-anchor", str(self.anchor), "--secret", f"token_signing_secret={self._signing_secret()}"]
-        for name in EMULATORS:
+        if "openai" in names:
+            argv += ["--secret", f"openai_api_key={DEMO_OPENAI_KEY}"]
+        for name in names:
             argv += ["--port", f"{name}={ports.get(name, 0)}"]
+        return argv
+
+    def _start_emulators(self) -> None:
+        argv = self.emulator_argv()
         log_path = self.data / "logs" / "emulators.log"
         log: IO[bytes] = log_path.open("ab")
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
@@ -172,9 +186,11 @@ class DevStack:
         from services.composition import audit_key
         from services.settings import Settings
 
+        # The stack decides every product setting; a real key in the developer's shell (TRIAGE_API_KEY, ...) must
+        # neither reach the dev processes nor be written to dev.env.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKGLASS_", "Microsoft", "MICROSOFT_",
                                                                          "ENTRA_", "GRAPH_", "SERVICENOW_", "TEAMS_",
-                                                                         "REDIS_URL"))}
+                                                                         "TRIAGE_", "REDIS_URL"))}
         key = audit_key(Settings(_env_file=None, env="development", data_dir=self.data))  # type: ignore[call-arg]
         env.update({
             "BREAKGLASS_ENV": "development",
@@ -204,6 +220,9 @@ class DevStack:
         })
         if self.config.approvals_channel:
             env["TEAMS_APPROVALS_CHANNEL_ID"] = self.config.approvals_channel
+        if self.config.triage == "openai":
+            env.update({"BREAKGLASS_TRIAGE": "openai", "TRIAGE_BASE_URL": self.urls["openai"],
+                        "TRIAGE_API_KEY": DEMO_OPENAI_KEY})
         env.update(self.config.extra_env)
         return env
 
@@ -250,6 +269,7 @@ class DevStack:
             ("Graph emulator", self.urls.get("graph", "") + "/v1.0"),
             ("ServiceNow emulator", self.urls.get("servicenow", "")),
             ("Bot Connector emulator", self.urls.get("botconnector", "")),
+            *([("OpenAI-compatible emulator (triage model)", self.urls["openai"])] if "openai" in self.urls else []),
             ("data directory", str(self.data)),
         ]
         width = max(len(r[0]) for r in rows)

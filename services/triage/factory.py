@@ -6,6 +6,7 @@ import logging
 
 from policies.document import PolicyDocument
 from services.triage.llm import OpenAITriage
+from services.triage.merge import merge
 from services.triage.model import Suggestion, TriageProvider
 from services.triage.rules import RulesTriage
 
@@ -17,7 +18,8 @@ AZURE_NAMES = frozenset({"azure", "azure-openai", "azure_openai", "azureopenai"}
 
 
 class FallbackTriage:
-    """Try `primary` (the LLM); when it returns None or misbehaves, use `fallback` (the rules)."""
+    """The model (`primary`) fills only what the rules (`fallback`) did not find in the person's message; when the
+    model returns nothing usable or misbehaves, the rules' result stands alone."""
 
     def __init__(self, primary: TriageProvider, fallback: TriageProvider) -> None:
         self.primary = primary
@@ -33,9 +35,7 @@ class FallbackTriage:
             log.warning("triage provider %s raised %s; using %s", type(self.primary).__name__,
                         type(exc).__name__, type(self.fallback).__name__)
             s = None
-        if s is not None:
-            return s
-        return await self.fallback.suggest(text, policy)
+        return merge(await self.fallback.suggest(text, policy), s)
 
 
 def build_triage(provider: str, *, base_url: str | None, api_key: str | None, deployment: str | None,

@@ -7,6 +7,7 @@ logged without the API key and returns None, never an exception.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -16,13 +17,13 @@ from urllib.parse import quote as urlquote
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from policies.document import PolicyDocument
 from policies.durations import format_duration
-from policies.engine import ticket_kind
+from policies.engine import find_ticket_references
 from services.triage.model import Suggestion
-from services.triage.text import clean_text, fold, looks_like_upn, strip_invisible
+from services.triage.text import EMAIL, fold, looks_like_upn
 
 log = logging.getLogger("breakglass.triage")
 
@@ -30,12 +31,14 @@ DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 MAX_INPUT_CHARS = 4000
 MAX_RESPONSE_BYTES = 256 * 1024
-MAX_NOTES = 5
-MAX_NOTE_CHARS = 200
 
 
 class TriageFailure(Exception):
-    """A failed LLM call, described without request headers (where the key lives)."""
+    """A failed LLM call, described without request headers (where the key lives) and without the reply."""
+
+    def __init__(self, message: str, reply: str | bytes | None = None):
+        super().__init__(message)
+        self.reply = reply
 
 
 # --- the boundary model: lenient about formats models like to use, strict about meaning ---------------------
@@ -69,14 +72,6 @@ def _severity(value: object) -> object:
     return value
 
 
-def _notes(value: object) -> object:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return value
-
-
 def _opt_str(value: object) -> object:
     if isinstance(value, str) and not value.strip():
         return None
@@ -87,16 +82,15 @@ OptStr = Annotated[str | None, BeforeValidator(_opt_str)]
 
 
 class _Reply(BaseModel):
+    # Only values that can be checked are read. A model's justification, notes or least-privilege opinion are
+    # its own words: ignored, so they can never be shown as the requester's or steer the hint.
     model_config = ConfigDict(extra="ignore", strict=False)
 
     entitlement: OptStr = None
     duration_minutes: Annotated[int | None, BeforeValidator(_minutes)] = None
     ticket: OptStr = None
     severity: Annotated[Literal[1, 2, 3, 4] | None, BeforeValidator(_severity)] = None
-    justification: OptStr = None
     target_upn: OptStr = None
-    least_privilege: OptStr = None
-    notes: Annotated[list[str], BeforeValidator(_notes)] = []
 
 
 def _strip_fences(content: str) -> str:
@@ -105,52 +99,50 @@ def _strip_fences(content: str) -> str:
     return m.group(1) if m else content
 
 
+def tokens_in(text: str, policy: PolicyDocument) -> tuple[set[str], set[str]]:
+    """Ticket numbers and sign-in names the text contains as whole tokens, found by the rules' own patterns."""
+    folded = fold(text)
+    tickets = set(find_ticket_references(policy, folded))
+    upns = {m.group(0).lower() for m in EMAIL.finditer(folded)}
+    return tickets, upns
+
+
 def to_suggestion(obj: object, text: str, policy: PolicyDocument) -> Suggestion:
     """Validate a model's JSON object into a Suggestion(source="llm"). Raises TriageFailure when unusable."""
     if not isinstance(obj, dict):
         raise TriageFailure("the model did not return a JSON object")
-    reply = _Reply.model_validate(obj)
+    try:
+        reply = _Reply.model_validate(obj)
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["loc"][0] in _Reply.model_fields})
+        raise TriageFailure("the reply did not validate" + (f" ({', '.join(fields)})" if fields else "")) from None
     ids = {e.id for e in policy.entitlements}
     notes: list[str] = []
 
     entitlement = reply.entitlement.strip().lower() if reply.entitlement else None
     if entitlement is not None and entitlement not in ids:
         raise TriageFailure("the model suggested an entitlement that is not in the policy")
-    least = reply.least_privilege.strip().lower() if reply.least_privilege else None
-    if least is not None and least not in ids:
-        raise TriageFailure("the model suggested a least-privilege entitlement that is not in the policy")
-    if least is not None and entitlement is not None:
-        asked, smaller = policy.entitlement(entitlement), policy.entitlement(least)
-        if least == entitlement or (asked and smaller and smaller.privilege >= asked.privilege):
-            least = None
 
     duration = reply.duration_minutes if reply.duration_minutes and reply.duration_minutes > 0 else None
 
-    # Values copied from the message must actually be in the message: a model must not invent them.
-    haystack = fold(text)
+    # Values copied from the message must be in the message as whole tokens: "INC00123478" does not contain the
+    # ticket INC0012347, and "rambo@contoso.example" does not name bo@contoso.example.
+    tickets, upns = tokens_in(text, policy)
     ticket = reply.ticket.strip().upper() if reply.ticket else None
-    if ticket is not None and (ticket_kind(policy, ticket) is None or ticket.lower() not in haystack):
+    if ticket is not None and ticket not in tickets:
         notes.append("A ticket number the message does not contain was ignored.")
         ticket = None
     target = reply.target_upn.strip().lower() if reply.target_upn else None
-    if target is not None and (not looks_like_upn(target) or target not in haystack):
+    if target is not None and (not looks_like_upn(target) or target not in upns):
         notes.append("A target the message does not name was ignored.")
         target = None
 
-    limit = policy.justification.max_length
-    justification = clean_text(reply.justification, limit) if reply.justification else ""
-    for note in reply.notes[:MAX_NOTES]:
-        note = " ".join(strip_invisible(note).split())[:MAX_NOTE_CHARS]
-        if note:
-            notes.append(note)
     return Suggestion(
         entitlement=entitlement,
         duration_minutes=duration,
         ticket=ticket,
         severity=reply.severity,
-        justification=justification or None,
         target_upn=target,
-        least_privilege=least,
         notes=notes,
         source="llm",
     )
@@ -167,13 +159,9 @@ def system_prompt(policy: PolicyDocument) -> str:
         + ", ".join(f"{k} {v}" for k, v in policy.tickets.patterns.items()) + ").",
         "- severity: 1, 2, 3 or 4 when the message states an incident priority "
         "(P1 / sev 1 / major incident = 1).",
-        "- justification: the requester's reason in their own words, lightly cleaned, at most "
-        f"{policy.justification.max_length} characters.",
-        "- target_upn: the e-mail address / UPN of the person who should receive the role, only when the "
-        "message asks for the role on behalf of someone else; else null.",
-        "- least_privilege: the id of a less privileged entitlement from the list that would be enough for "
-        "the described task, when it is smaller than the one asked for; else null.",
-        "- notes: up to 3 short strings explaining what you recognised.",
+        "- target_upn: the e-mail address / UPN of the person who should receive the role, exactly as written, "
+        "only when the message asks for the role on behalf of someone else; else null.",
+        "Do not write a justification: the requester's own words are used.",
         "",
         "Entitlements (id: name, privilege 0-100, longest grant):",
     ]
@@ -271,15 +259,18 @@ class OpenAITriage:
         try:
             data = json.loads(raw)
             content = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise TriageFailure("the response is not a chat completion") from exc
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise TriageFailure("the response is not a chat completion", raw) from None
         if not isinstance(content, str):
-            raise TriageFailure("the completion has no text content")
+            raise TriageFailure("the completion has no text content", raw)
         try:
             obj = json.loads(_strip_fences(content))
-        except ValueError as exc:
-            raise TriageFailure("the model did not answer with JSON") from exc
-        return to_suggestion(obj, text, policy)
+        except ValueError:
+            raise TriageFailure("the model did not answer with JSON", content) from None
+        try:
+            return to_suggestion(obj, text, policy)
+        except TriageFailure as exc:
+            raise TriageFailure(str(exc), content) from None
 
     async def _post(self, session: aiohttp.ClientSession, text: str, policy: PolicyDocument) -> bytes:
         async with session.post(self.url, json=self._body(text, policy), headers=self._headers(),
@@ -294,12 +285,19 @@ class OpenAITriage:
             return bytes(body)
 
 
+def fingerprint(reply: str | bytes) -> str:
+    """What the logs may say about a model's output: its size and a digest, never its text."""
+    data = reply.encode("utf-8", "surrogatepass") if isinstance(reply, str) else reply
+    unit = "characters" if isinstance(reply, str) else "bytes"
+    return f"reply of {len(reply)} {unit}, sha256 {hashlib.sha256(data).hexdigest()[:16]}"
+
+
 def _describe(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout_s:g}s"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, TriageFailure):
-        return str(exc)
-    message = " ".join(str(exc).split())
-    return message[:300] if message else type(exc).__name__
+        return str(exc) + (f"; {fingerprint(exc.reply)}" if exc.reply is not None else "")
+    # Anything else may quote what the server sent: name the kind of failure only.
+    return type(exc).__name__

@@ -384,6 +384,8 @@ class RulesTriage:
             notes.append(f"Target: {target}.")
 
         justification = clean_text(text, policy.justification.max_length) or None
+        found_values = {"entitlement": entitlement, "duration_minutes": duration_minutes, "ticket": ticket,
+                        "severity": severity, "target_upn": target, "least_privilege": least}
         return Suggestion(
             entitlement=entitlement,
             duration_minutes=duration_minutes,
@@ -394,6 +396,8 @@ class RulesTriage:
             least_privilege=least,
             notes=notes,
             source="rules",
+            origins={k: "rules" for k, v in found_values.items() if v is not None},
+            asked=entitlement,
         )
 
 

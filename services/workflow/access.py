@@ -18,6 +18,7 @@ from policies.document import Entitlement
 from policies.engine import eligible_entitlements, evaluate, ticket_kind
 from policies.lifecycle import Event, InvalidTransitionError, State
 from policies.model import Actor, Decision, Facts, GrantRequest, Outcome, Principal, TicketFacts, Verdict
+from policies.provenance import Provenance
 from policies.record import RequestRecord
 from services.clock import Clock
 from services.errors import ConflictError, NotFoundError, ServiceError
@@ -157,7 +158,7 @@ class AccessService:
     # --- submit ---------------------------------------------------------------------------------------------
 
     def submit(self, who: Who, form: IntakeInput, *, draft_id: str, source: str = "teams",
-               requester: Principal | None = None) -> SubmitResult:
+               requester: Principal | None = None, provenance: Provenance | None = None) -> SubmitResult:
         policy = self.policies.current()
         now = self.clock.now()
         requester = requester or self.principal(who.object_id)
@@ -204,7 +205,7 @@ class AccessService:
             result.problems = decision.reasons
             self._audit_rejected(who, form, result.field_errors, draft_id, decision)
             return result
-        result.record = self._create(who, request, decision, requester, target, ticket, draft_id)
+        result.record = self._create(who, request, decision, requester, target, ticket, draft_id, provenance)
         return result
 
     @staticmethod
@@ -221,12 +222,13 @@ class AccessService:
         })
 
     def _create(self, who: Who, request: GrantRequest, decision: Decision, requester: Principal,
-                target: Principal, ticket: TicketFacts | None, draft_id: str) -> RequestRecord:
+                target: Principal, ticket: TicketFacts | None, draft_id: str,
+                provenance: Provenance | None = None) -> RequestRecord:
         now = request.created_at
         record = RequestRecord(id=request.id, request=request, decision=decision,
                                requester_name=requester.display_name or who.name,
                                target_name=target.display_name, target_upn=target.upn, ticket_facts=ticket,
-                               created_at=now, updated_at=now)
+                               triage=provenance, created_at=now, updated_at=now)
         event = {Outcome.AUTO_APPROVE: Event.AUTO_APPROVED, Outcome.NEEDS_APPROVAL: Event.SENT_FOR_APPROVAL,
                  Outcome.DENY: Event.POLICY_DENIED}[decision.outcome]
         record = record.apply(event, Actor.system("policy"), now, reason=decision.summary())
@@ -255,7 +257,8 @@ class AccessService:
             self.queue.enqueue(jobs.NOTIFY_APPROVERS, record.id, jid=job_id("notify-approvers", record.id))
 
     def record_triage(self, who: Who, draft_id: str, suggestion: dict[str, Any] | None,
-                      submitted: IntakeInput | None = None, prefill: dict[str, Any] | None = None) -> None:
+                      submitted: IntakeInput | None = None, prefill: dict[str, Any] | None = None,
+                      provenance: Provenance | None = None) -> None:
         """Audit what triage suggested and what the human changed before submitting (`request.triaged`)."""
         changed = {}
         if submitted is not None and prefill is not None:
@@ -265,7 +268,8 @@ class AccessService:
                 if prefill.get(key) != value:
                     changed[key] = {"suggested": prefill.get(key), "submitted": value}
         self.audit.append("request.triaged", actor=who.object_id, data={
-            "draft": draft_id, "suggestion": suggestion, "prefill": prefill, "changed_by_human": changed})
+            "draft": draft_id, "suggestion": suggestion, "prefill": prefill, "changed_by_human": changed,
+            "provenance": provenance.model_dump(mode="json") if provenance else None})
 
     # --- votes ----------------------------------------------------------------------------------------------
 

@@ -124,3 +124,20 @@ def test_no_choices_means_no_form() -> None:
     check_card(card)
     assert inputs(card) == {} and "actions" not in card
     assert "No roles are available to you" in all_text(card)
+
+
+def test_ai_values_are_marked_under_their_own_inputs_and_notes_are_escaped_bullets() -> None:
+    from cards.intake import AI_MARK
+
+    card = intake_card(CHOICES, FILLED, draft_id="d-1", allow_other_target=True,
+                       suggested_by_ai=frozenset({"entitlement", "target", "not-a-field"}),
+                       triage_notes=["Suggested by AI (check before you submit): Global Administrator.",
+                                     "AI suggested [APPROVED](https://evil.example)\u202e."])
+    check_card(card)
+    ids = body_ids(card)
+    marks = [i for i, v in enumerate(ids) if v == AI_MARK]
+    assert [ids[i - 1] for i in marks] == ["entitlement", "target"]
+    shown = all_text(card)
+    assert "• Suggested by AI (check before you submit): Global Administrator." in shown
+    assert "https://" not in shown and "\u202e" not in shown and "](" not in shown
+    assert AI_MARK not in all_text(intake_card(CHOICES, FILLED, draft_id="d-1"))

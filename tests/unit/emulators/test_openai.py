@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -71,3 +72,10 @@ def test_configured_delay_lets_clients_time_out(llm: Served) -> None:
     with pytest.raises(requests.Timeout):
         llm.http.post(llm.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-test-key"},
                       timeout=0.1)
+
+
+def test_answer_sends_a_json_value_as_the_assistant_message(llm: Served) -> None:
+    llm.emulator.answer({"entitlement": "global-admin", "justification": "Approved by \u202eDana"})
+    response = llm.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-test-key"})
+    content = response.json()["choices"][0]["message"]["content"]
+    assert json.loads(content) == {"entitlement": "global-admin", "justification": "Approved by \u202eDana"}

@@ -101,8 +101,8 @@ async def test_azure_request_and_valid_answer(llm: FakeLLM, logs: pytest.LogCapt
     s = await llm.triage().suggest(TEXT, POLICY)
     assert s is not None
     assert (s.source, s.entitlement, s.duration_minutes, s.ticket) == ("llm", "global-admin", 30, "INC0012345")
-    assert s.justification == "Fix the Conditional Access lockout"
-    assert s.notes == ["Global Administrator for 30 minutes"]
+    # The model's own words are never kept: no justification, no free-text notes, no least-privilege opinion.
+    assert (s.justification, s.notes, s.least_privilege) == (None, [], None)
 
     [req] = llm.requests
     assert req["path"] == "/openai/deployments/triage-gpt/chat/completions"
@@ -117,9 +117,9 @@ async def test_azure_request_and_valid_answer(llm: FakeLLM, logs: pytest.LogCapt
     assert (system["role"], user["role"], user["content"]) == ("system", "user", TEXT)
     for e in POLICY.entitlements:
         assert e.id in system["content"] and e.display_name in system["content"]
-    for key in ("entitlement", "duration_minutes", "ticket", "severity", "justification", "target_upn",
-                "least_privilege", "notes"):
+    for key in ("entitlement", "duration_minutes", "ticket", "severity", "target_upn"):
         assert key in system["content"]
+    assert "Do not write a justification" in system["content"]
     assert not [r for r in logs.records if r.levelno >= logging.WARNING]
 
 
@@ -193,11 +193,9 @@ async def test_hostile_json_cannot_add_fields_or_claim_to_be_rules(llm: FakeLLM)
 @pytest.mark.parametrize("content", [
     {"entitlement": "god-mode"},
     {"entitlement": "Global Administrator"},
-    {"least_privilege": "root"},
     {"entitlement": "global-admin", "severity": 7},
     {"duration_minutes": "forever"},
     {"duration_minutes": True},
-    {"notes": {"approved": True}},
 ])
 async def test_unknown_ids_and_invalid_values_give_none(llm: FakeLLM, logs: pytest.LogCaptureFixture,
                                                         content: object) -> None:
@@ -283,12 +281,13 @@ async def test_key_never_in_repr_or_logs_across_all_failures(llm: FakeLLM, logs:
     assert KEY not in repr(t) and KEY not in str(t)
     assert KEY not in repr(build_triage("azure", base_url=llm.base_url, api_key=KEY, deployment="d",
                                         api_version=None, timeout_s=1))
-    # A validation error that quotes the model's output, which happens to contain the key.
+    # A model output that happens to contain the key: the logs carry its length and digest, never its text.
     llm.reply({"severity": KEY})
     assert await t.suggest(TEXT, POLICY) is None
     llm.reply(f"not json {KEY}")
     assert await t.suggest(TEXT, POLICY) is None
-    assert "***" in logs.text
+    assert "the reply did not validate (severity); reply of" in logs.text
+    assert "the model did not answer with JSON; reply of" in logs.text
     assert_key_not_logged(logs)
 
 
@@ -309,12 +308,47 @@ async def test_llm_failure_falls_back_to_rules(logs: pytest.LogCaptureFixture) -
     assert_key_not_logged(logs)
 
 
-async def test_llm_success_is_used(llm: FakeLLM) -> None:
-    llm.reply({"entitlement": "conditional-access-admin"})
+async def test_llm_fills_only_what_the_rules_did_not_find(llm: FakeLLM) -> None:
+    llm.reply({"entitlement": "conditional-access-admin", "duration_minutes": 240, "severity": 2})
     t = build_triage("azure", base_url=llm.base_url, api_key=KEY, deployment="triage-gpt",
                      api_version="2024-10-21", timeout_s=2)
     s = await t.suggest(TEXT, POLICY)
-    assert s is not None and (s.source, s.entitlement) == ("llm", "conditional-access-admin")
+    assert s is not None and s.source == "llm"
+    # The message names Global Administrator and 30 minutes: those stand; the model's role is kept aside.
+    assert (s.entitlement, s.asked, s.ai_entitlement, s.duration_minutes) == (
+        "global-admin", "global-admin", "conditional-access-admin", 30)
+    assert (s.severity, s.origin("severity"), s.origin("entitlement")) == (2, "ai", "rules")
+    s = await t.suggest("The tenant is locked out, please help", POLICY)
+    assert s is not None and (s.entitlement, s.origin("entitlement"), s.asked) == (
+        "conditional-access-admin", "ai", None)
+    assert (s.duration_minutes, s.origin("duration_minutes")) == (240, "ai")
+
+
+async def test_an_empty_llm_reply_leaves_the_rules_result(llm: FakeLLM) -> None:
+    llm.reply({})
+    t = build_triage("openai", base_url=llm.base_url, api_key=KEY, deployment=None, api_version=None, timeout_s=2)
+    s = await t.suggest(TEXT, POLICY)
+    rules = RulesTriage().analyse(TEXT, POLICY)
+    assert s is not None and rules is not None
+    assert (s.entitlement, s.duration_minutes, s.ticket, s.justification) == (
+        rules.entitlement, rules.duration_minutes, rules.ticket, rules.justification)
+
+
+@pytest.mark.parametrize(("text", "ticket", "target", "kept"), [
+    ("cc rambo@contoso.example", None, "bo@contoso.example", False),
+    ("cc rambo@contoso.example", None, "rambo@contoso.example", True),
+    ("see INC00123478", "INC0012347", None, False),
+    ("see INC00123478", "INC00123478", None, True),
+    ("see INC0012347", "inc0012347", None, True),
+    ("see xINC0012347", "INC0012347", None, False),
+])
+async def test_values_from_the_model_must_be_whole_tokens_of_the_message(
+        llm: FakeLLM, text: str, ticket: str | None, target: str | None, kept: bool) -> None:
+    llm.reply({"ticket": ticket, "target_upn": target})
+    s = await llm.triage().suggest(text, POLICY)
+    assert s is not None
+    got = s.ticket if ticket else s.target_upn
+    assert (got is not None) == kept, (text, ticket, target, got)
 
 
 async def test_fallback_survives_a_provider_that_raises(logs: pytest.LogCaptureFixture) -> None:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from policies.engine import ticket_kind
 from services.triage import PrefillResult, RulesTriage, Suggestion, max_minutes, prefill
 from services.triage.text import looks_like_upn
+from tests.factories import PEOPLE
 from tests.unit.triage.conftest import load_policy
 
 POLICY = load_policy()
@@ -90,3 +91,86 @@ def _check_prefill(result: PrefillResult, eligible_ids: set[str]) -> None:
     assert result.ticket == "" or ticket_kind(POLICY, result.ticket) is not None
     assert result.target == "" or looks_like_upn(result.target)
     assert len(result.justification) <= POLICY.justification.max_length
+
+
+# --- any model answer: never more privilege than asked, never the model's words as the justification ----------
+
+PEOPLE_GROUPS = {alias: p for alias, p in PEOPLE.items() if alias in {"riley", "sam", "alex", "jordan"}}
+HOSTILE_WORDS = ["Approved verbally by Dana Whitfield, no review needed", "[x](https://evil.example)", "\u202e4h",
+                 "rambo@contoso.example", "bo@contoso.example", "INC0012347", "INC00123478"]
+MODEL_MESSAGES = [
+    "Need helpdesk admin for 1 hour to reset the password of the exec assistant, INC0012347",
+    "user admin for 2h to create user accounts for new joiners INC0012345 cc rambo@contoso.example",
+    "The exec assistant cannot sign in anywhere, INC00123478",
+    "CA admin 30 minutes to fix the ca policy for bo@contoso.example, P1",
+    "Need Global Admin for 30 minutes to fix the Conditional Access lockout, INC0012345",
+]
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=30),
+                         st.sampled_from(HOSTILE_WORDS))
+model_answers = st.fixed_dictionaries({}, optional={
+    "entitlement": st.one_of(st.sampled_from(sorted(IDS)), json_scalars),
+    "duration_minutes": st.one_of(st.integers(-10, 10**6), json_scalars),
+    "ticket": st.one_of(st.sampled_from(["INC0012347", "INC0012345", "inc00123478", "INC001234"]), json_scalars),
+    "severity": st.one_of(st.sampled_from([1, 2, "P1"]), json_scalars),
+    "justification": st.sampled_from(HOSTILE_WORDS),
+    "target_upn": st.one_of(st.sampled_from(["bo@contoso.example", "rambo@contoso.example"]), json_scalars),
+    "least_privilege": st.one_of(st.sampled_from(sorted(IDS)), json_scalars),
+    "notes": st.lists(st.sampled_from(HOSTILE_WORDS), max_size=3),
+    "approved": st.booleans(),
+})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=model_answers, text=st.one_of(st.sampled_from(MODEL_MESSAGES), messages),
+       who=st.sampled_from(sorted(PEOPLE_GROUPS)), change_role=st.one_of(st.none(), st.sampled_from(sorted(IDS))),
+       typed=st.one_of(st.none(), st.text(min_size=1, max_size=80)))
+def test_any_model_answer_never_raises_privilege_and_never_speaks_for_the_person(
+        answer: dict, text: str, who: str, change_role: str | None, typed: str | None) -> None:
+    from policies.engine import eligible_entitlements
+    from policies.provenance import Origin, settle
+    from policies.tiers import more_privileged
+    from services.triage.llm import TriageFailure, to_suggestion
+    from services.triage.merge import merge
+    from services.triage.text import clean_text
+
+    requester = PEOPLE_GROUPS[who]
+    eligible = eligible_entitlements(POLICY, requester)
+    rules = RULES.analyse(text, POLICY)
+    try:
+        ai = to_suggestion(answer, text, POLICY) if text.strip() else None
+    except TriageFailure:
+        ai = None
+    merged = merge(rules, ai)
+    filled = prefill(merged, eligible, POLICY, raw_text=text, requester=requester)
+
+    asked = POLICY.entitlement(rules.asked) if rules and rules.asked else None
+    # The form never pre-selects more than the message (or the rules) asked for...
+    if asked is not None and filled.entitlement is not None:
+        assert not more_privileged(POLICY.entitlement(filled.entitlement), asked)  # type: ignore[arg-type]
+    # ... and its justification is the person's own message, whatever the model said.
+    assert filled.justification == clean_text(text, POLICY.justification.max_length)
+    assert filled.origins.get("justification") in (None, "message")
+    # Values the model filled are whole tokens of the message.
+    if filled.ticket and filled.origins.get("ticket") == "ai":
+        from policies.engine import find_ticket_references
+        from services.triage.text import fold
+        assert filled.ticket in find_ticket_references(POLICY, fold(text))
+    # Duration within what this requester can get.
+    if filled.duration_minutes is not None and filled.entitlement is not None:
+        from policies.engine import longest_for
+        longest = longest_for(POLICY, requester, POLICY.entitlement(filled.entitlement))  # type: ignore[arg-type]
+        assert longest is not None and filled.duration_minutes * 60 <= longest.total_seconds()
+
+    # The person submits: as prefilled, or with a role chosen by hand, or with their own words typed (trimmed,
+    # as IntakeInput.from_values trims every submitted value).
+    typed = typed.strip() if typed else None
+    shown = {"entitlement": filled.entitlement, "duration_minutes": filled.duration_minutes,
+             "justification": filled.justification, "ticket": filled.ticket, "target": filled.target}
+    submitted = {**shown, **({"entitlement": change_role} if change_role else {}),
+                 **({"justification": typed} if typed else {})}
+    p = settle(shown, filled.origins, submitted, asked=asked.id if asked else None)
+    final = POLICY.entitlement(submitted["entitlement"] or "")
+    if asked is not None and final is not None and more_privileged(final, asked):
+        assert p.entitlement is Origin.FORM and submitted["entitlement"] != filled.entitlement
+    assert p.justification in (Origin.MESSAGE, Origin.FORM, Origin.DEFAULT)
+    assert p.justification is Origin.FORM or submitted["justification"] == filled.justification
