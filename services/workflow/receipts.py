@@ -36,7 +36,7 @@ ESCALATION_ATTEMPTS = 60
 PENDING = "_child_incident_pending"  # in the progress document: the failures a child incident is still owed for
 
 ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in PIM mode). To end it now: "
-            "'Deactivate now' on the requester's card, or `deactivate {id}` in a chat with the bot; an approver "
+            "“Deactivate now” on the requester's card, or “deactivate {id}” in a chat with the bot; an approver "
             "can do the same. If the bot is unavailable, remove the role assignment in Entra admin center > "
             "Roles and administrators > {role} > Assignments.")
 
