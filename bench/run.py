@@ -105,6 +105,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Redis, emulator seed)")
     parser.add_argument("--label", default="", help="free text stored in the JSON (e.g. 'quiet machine')")
+    parser.add_argument("--multihost", action="store_true",
+                        help="only the multi-host rows: two app hosts and Redis in network namespaces, 1 ms RTT")
     parser.add_argument("--fork", action="store_true",
                         help="run the workers with --fork (a work horse per job); default: jobs in the worker process")
     return parser.parse_args(argv)
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     order = [n for n in ["floor", *ORDER] if n in chosen]
     if "approve" in order and "floor" in order:
         order.remove("floor")
+    if args.multihost:
+        return run_multihost(args, argv)
     sizes = QUICK if args.quick else FULL
     began = time.monotonic()
     started = datetime.now(UTC)
@@ -185,4 +189,36 @@ def main(argv: list[str] | None = None) -> int:
     if errors or missing:
         print(f"\nFAILED measurements: {errors or missing}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_multihost(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from bench.m_multihost import measure_multihost
+    from bench.netns import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"multi-host mode cannot run here: {reason}", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    started = datetime.now(UTC)
+    whole = CpuMonitor()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - began:6.0f}s] {message}", flush=True)
+
+    log(f"multi-host mode ({'quick' if args.quick else 'full'})")
+    rows, meta = measure_multihost(args.quick, log)
+    result = {
+        "started": started.isoformat(), "duration_s": round(time.monotonic() - began, 1), "quick": args.quick,
+        "label": args.label, "mode": "multihost", "delay": meta.get("delay"),
+        "command": " ".join([".venv/bin/python -m bench", *(argv or sys.argv[1:])]),
+        "machine": machine(), "cpu": {"whole_run": whole.read()}, "rows": [r.to_json() for r in rows],
+    }
+    out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("multihost.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print()
+    print(render_table(rows, result))
+    print(f"\nRedis delay: {meta.get('delay')}\nJSON: {out}")
     return 0

@@ -99,7 +99,10 @@ class Actions:
             record = await asyncio.to_thread(self._remember_card, record.id, CardRef(
                 service_url=origin.service_url, conversation_id=origin.conversation_id,
                 activity_id=origin.reply_to_id, audience="requester", user_id=origin.teams_id))
-        return with_notice(request_card(record, now=self._now(), viewer="requester"), record.decision.summary(),
+        # A denial's card lists its reasons: the notice does not repeat them.
+        notice = "Denied by policy; the reasons are below." if record.state is State.DENIED else \
+            record.decision.summary()
+        return with_notice(request_card(record, now=self._now(), viewer="requester"), notice,
                            "good" if record.state is not State.DENIED else "attention")
 
     async def approve(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:

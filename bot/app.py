@@ -21,6 +21,7 @@ from botframework.connector.auth import BotFrameworkAuthentication
 from bot.auth import SigningKeyRefresh, ValidatedTokens, build_authentication
 from bot.clients import ReusingAuthentication
 from bot.handler import BreakglassBot
+from bot.legal import add_routes as add_legal_pages
 from bot.webhooks import ItsmWebhook
 from cards.builder import prepare as prepare_cards
 from services.composition import Services
@@ -263,4 +264,5 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/itsm/{provider}", webhook.handle)
+    add_legal_pages(app, settings)
     return app

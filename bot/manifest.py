@@ -27,12 +27,22 @@ def manifest_dict(settings: Settings, version: str | None = None) -> dict[str, A
     domain = urlparse(settings.public_base_url or "").hostname or ""
     if not DOMAIN.match(domain):
         problems.append("BREAKGLASS_PUBLIC_URL must be the bot's public https URL, e.g. https://breakglass.contoso.com")
+    for name, value in (("BREAKGLASS_PRIVACY_URL", settings.privacy_url), ("BREAKGLASS_TERMS_URL", settings.terms_url)):
+        parsed = urlparse(value or "")
+        if value is not None and not (parsed.scheme == "https" and DOMAIN.match(parsed.hostname or "")):
+            problems.append(f"{name} must be an https URL with a host name, e.g. https://contoso.com/privacy")
     if problems:
         raise ConfigurationError(problems)
     text = resources.files("manifest").joinpath("manifest.template.json").read_text(encoding="utf-8")
     filled = (text.replace("{{APP_ID}}", app_id).replace("{{DOMAIN}}", domain)
               .replace("{{VERSION}}", version or package_version("breakglass")))
-    return json.loads(filled)
+    manifest = json.loads(filled)
+    # Unset: the bot serves /privacy and /terms itself (bot/legal.py), so the template's URLs resolve.
+    if settings.privacy_url:
+        manifest["developer"]["privacyUrl"] = settings.privacy_url
+    if settings.terms_url:
+        manifest["developer"]["termsOfUseUrl"] = settings.terms_url
+    return manifest
 
 
 def build_package(settings: Settings, out: Path, version: str | None = None) -> Path:

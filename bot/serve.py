@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from bot.access_log import AccessLogger
 from bot.app import SERVER_LIMITS, create_app
 from services.composition import Runtime, Services
 from services.heap import freeze_startup_objects
@@ -28,8 +29,7 @@ def run_serve(host: str | None = None, port: int | None = None) -> int:
     settings.require(bot=True, graph=not settings.development)
     configure_logging(settings)
     if settings.auth_disabled:
-        for _ in range(3):
-            log.warning(BANNER.format(host=settings.host, port=settings.port))
+        log.warning(BANNER.format(host=settings.host, port=settings.port))
     runtime = Runtime(settings)
     require_safe_redis(runtime.redis)
     policy = runtime.policies.current()
@@ -37,6 +37,7 @@ def run_serve(host: str | None = None, port: int | None = None) -> int:
                                      "entitlements": len(policy.entitlements)})
     app = create_app(settings, Services(runtime))
     freeze_startup_objects()
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+    web.run_app(app, host=settings.host, port=settings.port, access_log=logging.getLogger("breakglass.access"),
+                access_log_class=AccessLogger, print=None,
                 handle_signals=True, shutdown_timeout=10, **SERVER_LIMITS)
     return 0

@@ -163,7 +163,20 @@ def render(body: Sequence[Element], actions: Sequence[Action] = (), *, refresh: 
     if refresh is not None:
         out["refresh"] = {"action": _dump(refresh.action), "userIds": list(refresh.user_ids)}
     out.update((k, v) for k, v in dumped.items() if k not in out)
+    if _has_inputs_or_tables(out.get("body")) or _has_inputs_or_tables(out.get("actions")):
+        # Teams' host extension: at the default width a choice set's options and a fact table's values are cut off.
+        out["msteams"] = {"width": "Full"}
     return out
+
+
+def _has_inputs_or_tables(node: Any) -> bool:
+    if isinstance(node, dict):
+        if str(node.get("type", "")).startswith("Input.") or node.get("type") in {"Table", "FactSet"}:
+            return True
+        return any(_has_inputs_or_tables(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_inputs_or_tables(v) for v in node)
+    return False
 
 
 def prepare() -> None:

@@ -194,7 +194,17 @@ class Decision(Frozen):
         if self.outcome is Outcome.NEEDS_APPROVAL:
             names = ", ".join(a.name or a.object_id for a in self.approvers if a.notify_first) or "an approver"
             return f"Waiting for approval by {names} ({self.quorum} needed)."
-        return "Denied: " + "; ".join(self.reasons)
+        return "Denied: " + join_reasons(self.reasons)
+
+
+def join_reasons(reasons: list[str]) -> str:
+    """Reasons as one sentence: each once, joined by semicolons, one full stop at the end (not "..;")."""
+    parts = []
+    for reason in reasons:
+        part = reason.strip().rstrip(".").strip()
+        if part and part not in parts:
+            parts.append(part)
+    return "; ".join(parts) + "." if parts else ""
 
 
 class Verdict(StrEnum):

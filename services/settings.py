@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("BREAKGLASS_HOST"))
     port: int = Field(3978, ge=0, le=65535, validation_alias=_env("BREAKGLASS_PORT", "PORT"))
     public_base_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_PUBLIC_URL"))
+    # The manifest's privacyUrl / termsOfUseUrl: the operator's own pages, or (unset) the bot's /privacy and /terms,
+    # whose text comes from privacy.txt / terms.txt in BREAKGLASS_LEGAL_DIR (else the shipped default text).
+    privacy_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_PRIVACY_URL"))
+    terms_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_TERMS_URL"))
+    legal_dir: Path | None = Field(None, validation_alias=_env("BREAKGLASS_LEGAL_DIR"))
     max_body_bytes: int = Field(256 * 1024, ge=1024, validation_alias=_env("BREAKGLASS_MAX_BODY_BYTES"))
     # Bot Framework OpenID metadata override: only for tests against a local JWKS (see PROTOCOL_NOTES §1).
     bot_openid_metadata_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_BOT_OPENID_METADATA_URL"))

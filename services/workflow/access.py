@@ -17,7 +17,17 @@ from policies.approval import ApprovalRefusedError, apply_vote, authorise_vote, 
 from policies.document import Entitlement
 from policies.engine import eligible_entitlements, evaluate, ticket_kind
 from policies.lifecycle import Event, InvalidTransitionError, State
-from policies.model import Actor, Decision, Facts, GrantRequest, Outcome, Principal, TicketFacts, Verdict
+from policies.model import (
+    Actor,
+    Decision,
+    Facts,
+    GrantRequest,
+    Outcome,
+    Principal,
+    TicketFacts,
+    Verdict,
+    join_reasons,
+)
 from policies.provenance import Provenance
 from policies.record import RequestRecord
 from services.clock import Clock
@@ -405,7 +415,7 @@ class AccessService:
         self.audit.append("grant.extension_requested", actor=who.object_id, request_id=record.id,
                           data={"extension": new.id, "minutes": minutes, "outcome": decision.outcome.value})
         if new.state is State.DENIED:
-            return ActionResult(record, False, "Extension denied: " + "; ".join(decision.reasons), "denied")
+            return ActionResult(record, False, "Extension denied: " + join_reasons(decision.reasons), "denied")
         if new.state is State.PENDING_APPROVAL:
             return ActionResult(record, True, f"Extension {new.id} is waiting for approval.", "pending")
         return ActionResult(record, True, f"Extending by {minutes} minutes.", "extending")

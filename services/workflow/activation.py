@@ -115,10 +115,11 @@ class GrantService:
             record = self.store.get(request_id)
             if record is None or not any(t.event == Event.APPROVED.value for t in record.history):
                 return
+            if record.state is State.ACTIVE:
+                return  # its receipt (queued by _after_activation) tells the requester, with the card updates
             self.queue.enqueue(jobs.NOTIFY_DECISION, request_id, jid=job_id("decision", request_id))
-            if record.state is not State.ACTIVE:  # an active grant's cards were queued by _after_activation
-                self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
-                                   jid=job_id("cards", request_id, record.version))
+            self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
+                               jid=job_id("cards", request_id, record.version))
         except Exception:  # never hide the activation's own outcome or exception behind this one
             log.exception("could not queue the approval notice", extra={"request_id": request_id})
 

@@ -8,6 +8,7 @@ re-rendered from the stored state and PUT back — not only the clicker's.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,11 +32,39 @@ SYSTEM = "system:notifier"
 
 
 def card_activity(card: dict[str, Any], summary: str = "") -> dict[str, Any]:
-    activity: dict[str, Any] = {"type": "message", "attachments": [
+    """A message carrying one card. Teams shows a card-only message as "Send a card" in the chat list and in
+    notifications: every message gets a one-line `summary` (given, or the card's first line of text), and the card
+    a `fallbackText` for clients that cannot render it."""
+    line = _one_line(summary) or _one_line(_first_text(card)) or "breakglass"
+    if not card.get("fallbackText"):
+        card = {**card, "fallbackText": line}
+    return {"type": "message", "summary": line, "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]}
-    if summary:
-        activity["summary"] = summary[:200]
-    return activity
+
+
+def _first_text(node: Any) -> str:
+    if isinstance(node, dict):
+        if node.get("type") == "TextBlock" and node.get("text"):
+            return str(node["text"])
+        for key in ("body", "items", "columns"):
+            found = _first_text(node.get(key))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for item in node:
+            found = _first_text(item)
+            if found:
+                return found
+    return ""
+
+
+_MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def _one_line(text: str) -> str:
+    """Plain, one line, at most 200 characters: card text is markdown-escaped, a summary is shown as is."""
+    plain = _MARKDOWN_ESCAPE.sub(r"\1", text or "")
+    return " ".join(plain.split())[:200]
 
 
 @dataclass(frozen=True)

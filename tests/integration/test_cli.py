@@ -115,3 +115,12 @@ def test_demo_refuses_a_speed_the_clock_does_not_allow():
         result = run("demo", "--speed", speed)
         assert result.returncode == 2 and "--speed must be between 1 and 3600" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_version_is_printed_with_either_flag():
+    from importlib.metadata import version
+
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"breakglass {version('breakglass')}"

@@ -96,6 +96,8 @@ def card_of(activity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def assert_valid_card(card: dict[str, Any]) -> None:
+    if card.get("msteams") == {"width": "Full"}:  # the Teams extension our cards use; the 1.5 schema forbids it
+        card = {k: v for k, v in card.items() if k != "msteams"}
     errors = sorted(CARD_VALIDATOR.iter_errors(card), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
 

@@ -111,6 +111,7 @@ async def test_approver_approves_and_every_copy_of_the_card_follows(teams):
     product = teams.product
     record = await pending_riley_request(teams)
     approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
+    before = len(teams.sent_to("riley"))
     card = await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
     assert "Approved" in texts(card)
     assert product.store.get(record.id).state is State.APPROVED
@@ -119,8 +120,9 @@ async def test_approver_approves_and_every_copy_of_the_card_follows(teams):
     product.run_jobs()
     final = product.store.get(record.id)
     assert final.state is State.ACTIVE
-    notices = [a.get("summary") or "" for a in teams.sent_to("riley")]
-    assert [n for n in notices if "was approved" in n] == [
+    # One message to the requester (their card is updated in place): the approval and the grant's end together.
+    notices = [a.get("summary") or "" for a in teams.sent_to("riley")[before:]]
+    assert notices == [
         f"Your request {record.id} for Global Administrator was approved; the access is active until "
         f"{final.grant.ends_at:%Y-%m-%d %H:%M} UTC."]
     assert len(product.graph.calls.list(path="roleAssignmentScheduleRequests", method="POST")) == 1
@@ -391,3 +393,24 @@ async def test_the_sender_is_remembered_once_and_again_when_the_sighting_changes
     # A new 1:1 conversation (the app reinstalled) is a changed sighting: recorded at once.
     await teams.post(message("sam", "help", product.service_url, conversation="a:new-personal-chat"))
     assert users.get(sam).conversation_id == "a:new-personal-chat"
+
+
+async def test_every_card_the_bot_posts_has_a_summary_and_a_fallback_text(teams):
+    # Without them Teams previews a card-only message as "Send a card" (chat list, notifications).
+    product = teams.product
+    await teams.install_in_team()
+    record = await pending_riley_request(teams)
+    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
+    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    product.run_jobs()
+    assert product.store.get(record.id).state is State.ACTIVE
+    posted = product.connector.all_activities()
+    assert len(posted) >= 5
+    for entry in posted:
+        activity = entry["current"]
+        card = card_of(activity)
+        if card is None:
+            continue
+        assert (activity.get("summary") or "").strip(), activity
+        assert "\n" not in activity["summary"] and len(activity["summary"]) <= 200
+        assert (card.get("fallbackText") or "").strip(), card

@@ -127,8 +127,25 @@ def validator() -> Draft6Validator:
     return Draft6Validator(schema)
 
 
+# The one Teams host extension our cards use (full-width cards, so inputs and tables are not truncated); the 1.5
+# schema forbids every unknown key, so it is allow-listed here and nothing else is (schemas/README.md).
+TEAMS_FULL_WIDTH = {"width": "Full"}
+
+
 def schema_errors(card: dict[str, Any]) -> list[str]:
+    if card.get("msteams") == TEAMS_FULL_WIDTH:
+        card = {k: v for k, v in card.items() if k != "msteams"}
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in validator().iter_errors(card)]
+
+
+def has_inputs_or_tables(node: Any) -> bool:
+    if isinstance(node, dict):
+        if str(node.get("type", "")).startswith("Input.") or node.get("type") in {"Table", "FactSet"}:
+            return True
+        return any(has_inputs_or_tables(v) for k, v in node.items() if k != "refresh")
+    if isinstance(node, list):
+        return any(has_inputs_or_tables(v) for v in node)
+    return False
 
 
 def assert_plain_json(node: Any, path: str = "$") -> None:
@@ -187,5 +204,6 @@ def check_card(card: dict[str, Any]) -> None:
     assert find_links(card) == []
     assert_actions_well_formed(card)
     assert_no_invisible(card)
-    assert "msteams" not in card
+    # Full width exactly where a card has inputs or tables (at the default width Teams truncates the Role choice).
+    assert card.get("msteams") == (TEAMS_FULL_WIDTH if has_inputs_or_tables(card) else None), card.get("msteams")
     assert len(json.dumps(card).encode()) < MAX_CARD_BYTES

@@ -101,3 +101,17 @@ def test_active_list_row_uses_the_date_when_not_today() -> None:
     record = make_record(State.ACTIVE, request=make_request(duration=timedelta(hours=12)))
     card = requests_list_card("Active", [record], NOW, "-")
     assert "ends 2026-11-24 00:35 UTC" in texts(card)
+
+
+def test_the_receipts_rollback_plan_has_no_literal_markdown():
+    import json
+
+    from cards.receipt import grant_receipt_card
+    from policies.lifecycle import State
+    from services.workflow.receipts import rollback_plan
+    from tests.unit.cards.factory import NOW, make_record
+
+    record = make_record(State.ACTIVE)
+    card = json.dumps(grant_receipt_card(record, NOW, rollback_plan(record)))
+    assert "`" not in card and "\\\\`" not in card
+    assert f"deactivate {record.id}" in card

@@ -96,6 +96,6 @@ def test_the_reference_fixture_validates_and_a_teams_only_key_does_not() -> None
     """The validator is strict enough to catch what the schema README warns about."""
     card = request_card(make_record(State.PENDING_APPROVAL), now=NOW, viewer="approver", approver_ids=[MRI])
     assert schema_errors(card) == []
-    assert schema_errors({**card, "msteams": {"width": "Full"}})
+    assert schema_errors({**card, "msteams": {"width": "Full", "entities": []}})
     bad_fallback = {**card, "actions": [{**card["actions"][0], "fallback": "Action.Submit"}]}
     assert schema_errors(bad_fallback)

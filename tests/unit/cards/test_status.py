@@ -248,3 +248,21 @@ def test_no_refresh_without_approver_ids_or_once_decided() -> None:
 def test_cards_are_deterministic() -> None:
     record = make_record(State.PENDING_APPROVAL)
     assert json.dumps(approval_card(record, NOW, [MRI])) == json.dumps(approval_card(record, NOW, [MRI]))
+
+
+def test_a_denied_request_card_gives_each_reason_once():
+    from cards.notice import with_notice
+    from cards.status import request_card
+    from policies.model import Effect, Outcome
+    from tests.unit.cards.factory import NOW, make_decision, make_record, rule
+
+    rules = (rule("denylist", False, Effect.DENY, "The target is on the denylist."),
+             rule("freeze", False, Effect.DENY, "A change freeze is in effect."))
+    decision = make_decision(Outcome.DENY, rules=rules)
+    record = make_record(State.DENIED, decision=decision)
+    card = with_notice(request_card(record, now=NOW, viewer="requester"), "Denied by policy; the reasons are below.",
+                       "attention")
+    text = json.dumps(card)
+    assert text.count("The target is on the denylist") == 1 and text.count("change freeze is in effect") == 1
+    assert ".;" not in text and ".." not in text
+    assert record.decision.summary() == "Denied: The target is on the denylist; A change freeze is in effect."

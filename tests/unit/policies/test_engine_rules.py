@@ -191,3 +191,12 @@ def test_same_input_same_output(policy):
 def test_naive_now_is_refused(policy):
     with pytest.raises(ValueError):
         evaluate(request("sam", at=NOW), facts("sam"), datetime(2026, 11, 23, 10, 0), policy)
+
+
+def test_a_denial_summary_joins_its_reasons_once_without_doubled_punctuation():
+    from policies.model import join_reasons
+
+    assert join_reasons(["The target is on the denylist.", "A change freeze is in effect."]) == \
+        "The target is on the denylist; A change freeze is in effect."
+    assert join_reasons(["Over the maximum duration (4 hours)", "  "]) == "Over the maximum duration (4 hours)."
+    assert join_reasons([]) == ""
