@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,13 +157,15 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def register_dev(sub: Any) -> None:
+    from services.ops.devstack import add_port_flags
+
     dev = sub.add_parser("dev", help="run everything locally: embedded Redis, emulators, bot, worker, scheduler")
     dev.add_argument("--data-dir", type=Path, default=Path(".state/dev"), help="where state is kept")
-    dev.add_argument("--port", type=int, default=3978, help="bot port (default 3978)")
     dev.add_argument("--at", help="pretend it is this time, e.g. 2026-11-23T10:00+01:00 (or 'monday')")
     dev.add_argument("--speed", type=float, default=1.0, help="let time run this many times faster (demo use)")
     dev.add_argument("--any-ports", action="store_true",
                      help="let the emulators pick free ports instead of 3991-3995 (tests, parallel stacks)")
+    add_port_flags(dev, dev=True)
     dev.add_argument("--triage", choices=("rules", "openai"), default="rules",
                      help="openai: run the OpenAI-compatible emulator as the triage model (script its answers "
                           "through its /_emulator/state)")
@@ -170,6 +174,7 @@ def register_dev(sub: Any) -> None:
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")
+    add_port_flags(demo, dev=False)
     demo.set_defaults(func=cmd_demo)
     doctor = sub.add_parser("doctor", help="check configuration and reachability")
     doctor.add_argument("--env-file", type=Path, help="load settings from this file (e.g. .state/dev/dev.env)")
@@ -180,17 +185,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from services.ops.devstack import DevConfig, DevStack, DevStackError, next_monday_10_berlin
+    from services.ops.devstack import (
+        DevConfig,
+        DevStack,
+        DevStackError,
+        free_port,
+        next_monday_10_berlin,
+        playground_command,
+        ports_from,
+    )
 
     at = None
     if args.at:
         at = next_monday_10_berlin() if args.at.lower() == "monday" else datetime.fromisoformat(args.at)
         # Without an offset the time is UTC; with one, convert, since the banner and the clock work in UTC.
         at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
-    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995}
-    config = DevConfig(data_dir=args.data_dir,
-                       ports={"bot": args.port, **({k: 0 for k in fixed} if args.any_ports else fixed)},
-                       at=at, scale=args.speed, triage=args.triage)
+    try:
+        ports = ports_from(args)
+    except DevStackError as exc:
+        print(f"breakglass dev: {exc}", file=sys.stderr)
+        return 2
+    if not ports["bot"]:
+        ports["bot"] = free_port()
+    config = DevConfig(data_dir=args.data_dir, ports=ports, at=at, scale=args.speed, triage=args.triage,
+                       redis_url=os.environ.get("REDIS_URL") or None)
     stack = DevStack(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -208,10 +226,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(stack.describe())
     print(f"""
 Try it (another terminal):
-  Microsoft 365 Agents Playground as the Teams client:
-    TEAMSAPPTESTER_BROWSER=none M365_AGENTS_PLAYGROUND_CONFIG_PATH=docs/playground/m365agentsplayground.yml \\
-      npx @microsoft/m365agentsplayground -e {stack.bot_url}/api/messages -c msteams
-    then open the URL it prints and type: Need Global Admin for 30 minutes to fix the CA lockout, INC0012345
+  Microsoft 365 Agents Playground as the Teams client (pinned; once: (cd docs/playground && npm ci)):
+{textwrap.indent(playground_command(stack.bot_url), "    ")}
+    then open http://127.0.0.1:56150 and type: Need Global Admin for 30 minutes to fix the CA lockout, INC0012345
   Check the stack:   .venv/bin/breakglass doctor --env-file {env_file}
   Read the audit:    set -a; . {env_file}; set +a; .venv/bin/breakglass audit verify
 
@@ -235,7 +252,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not 1 <= args.speed <= 3600:
         print("breakglass demo: --speed must be between 1 and 3600", file=sys.stderr)
         return 2
-    return run_demo(args.keep, speed=args.speed)
+    from services.ops.devstack import DevStackError, ports_from
+
+    try:
+        ports = ports_from(args)
+    except DevStackError as exc:
+        print(f"breakglass demo: {exc}", file=sys.stderr)
+        return 2
+    return run_demo(args.keep, speed=args.speed, ports=ports)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ import itertools
 import json
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from cards.inspect import inputs as card_inputs
 from policies.record import RequestRecord
 from services.composition import Runtime
 from services.errors import ServiceError
-from services.ops.devstack import APPROVALS_CHANNEL, DEMO_TENANT, DevConfig, DevStack, next_monday_10_berlin
+from services.ops.devstack import APPROVALS_CHANNEL, DEMO_TENANT, DevConfig, DevStack, free_port, next_monday_10_berlin
 from services.settings import Settings
 from services.state.audit import AuditEvent
 from services.state.policy_source import read_policy
@@ -61,12 +60,6 @@ STEPS = {
     "grant.expired": "revoked at expiry",
     "grant.revoked": "revoked",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DemoError(ServiceError):
@@ -269,9 +262,11 @@ class Demo:
 PEOPLE_BY_ID = {oid: name for oid, name in PEOPLE.values()}
 
 
-def run_demo(keep: Path | None = None, speed: float = SPEED) -> int:
+def run_demo(keep: Path | None = None, speed: float = SPEED, ports: dict[str, int] | None = None) -> int:
     data = keep or Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
-    ports = {"bot": free_port(), "entra": 0, "graph": 0, "servicenow": 0, "botconnector": 0}
+    # Free ports unless the flags chose some (the same flags as `breakglass dev`).
+    ports = {"entra": 0, "graph": 0, "servicenow": 0, "botconnector": 0, "openai": 0, **(ports or {})}
+    ports["bot"] = ports.get("bot") or free_port()
     config = DevConfig(data_dir=data, ports=ports, at=next_monday_10_berlin(), scale=speed,
                        approvals_channel=APPROVALS_CHANNEL,
                        extra_env={"BREAKGLASS_RECONCILE_INTERVAL": "5", "BREAKGLASS_RECEIPT_BACKOFF": "1"})

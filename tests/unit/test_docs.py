@@ -73,3 +73,25 @@ def test_architecture_names_files_and_functions_that_exist():
     functions = set(re.findall(r"`([a-z]\w+_\w+)`", text))
     unknown = [f for f in sorted(functions) if not re.search(rf"def {f}\b", code)]
     assert not unknown, unknown
+
+
+def test_the_dev_banner_prints_the_pinned_playground_command_of_the_playground_guide():
+    from services.ops.devstack import playground_command
+
+    guide = (ROOT / "docs" / "playground.md").read_text()
+    assert playground_command("http://127.0.0.1:3978") in guide
+    assert "docs/playground/node_modules/.bin/agentsplayground" in playground_command("http://127.0.0.1:4000")
+    assert "-e http://127.0.0.1:4000/api/messages" in playground_command("http://127.0.0.1:4000")
+
+
+def test_dev_and_demo_take_the_same_port_flags():
+    from services.ops.devstack import ports_from
+
+    parser = build_parser()
+    dev = parser.parse_args(["dev", "--base-port", "4100"])
+    demo = parser.parse_args(["demo", "--base-port", "4100"])
+    expected = {"bot": 4100, "entra": 4113, "graph": 4114, "servicenow": 4115, "botconnector": 4116, "openai": 4117}
+    assert ports_from(dev) == ports_from(demo) == expected
+    one = parser.parse_args(["dev", "--graph-port", "5000", "--port", "5001"])
+    assert ports_from(one)["graph"] == 5000 and ports_from(one)["bot"] == 5001 and ports_from(one)["entra"] == 3991
+    assert ports_from(parser.parse_args(["demo", "--graph-port", "5000"]))["graph"] == 5000
