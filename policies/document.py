@@ -145,12 +145,15 @@ class Rotation(Doc):
 
 
 class ApproverGroup(Doc):
-    """People who may approve. `page` names a rotation: its current member gets the card first."""
+    """People who may approve. `page` names a rotation: its current member gets the card first. `backup` people
+    get the card when the request escalates; by default they may decide it only from then on, so a backup cannot
+    pre-empt the on-call approver (`backup_may_approve: always` lets them decide at once)."""
 
     display_name: str
     members: list[PersonEntry] = Field(min_length=1)
     page: str | None = None
     backup: list[PersonEntry] = []
+    backup_may_approve: Literal["after_escalation", "always"] = "after_escalation"
 
 
 class AutoApprove(Doc):

@@ -391,8 +391,13 @@ def resolve_approvers(policy: PolicyDocument, entitlement: Entitlement, lane: La
             if on_shift.object_id not in excluded and any(m.object_id == on_shift.object_id for m in group.members):
                 paged = on_shift.object_id
         backups = {b.object_id for b in group.backup}
+        waits = group.backup_may_approve == "after_escalation"
         for m in group.members:
-            if m.object_id in excluded or m.object_id in out:
+            if m.object_id in excluded:
+                continue
+            if m.object_id in out:
+                # A backup of an earlier group who is a member here decides at once.
+                out[m.object_id] = out[m.object_id].model_copy(update={"after_escalation": False})
                 continue
             first = (m.object_id == paged) if paged else (m.object_id not in backups)
             source = f"{key}:on-call" if m.object_id == paged else key
@@ -402,9 +407,11 @@ def resolve_approvers(policy: PolicyDocument, entitlement: Entitlement, lane: La
             if b.object_id in excluded:
                 continue
             if b.object_id in out:
+                if not waits:
+                    out[b.object_id] = out[b.object_id].model_copy(update={"after_escalation": False})
                 continue
             out[b.object_id] = Approver(object_id=b.object_id, name=b.name, source=f"{key}:backup",
-                                        notify_first=False, backup=True)
+                                        notify_first=False, backup=True, after_escalation=waits)
     return list(out.values())
 
 

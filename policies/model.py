@@ -161,6 +161,8 @@ class Approver(Frozen):
     source: str = ""  # e.g. "identity-leads", "identity-leads:on-call", "identity-leads:backup"
     notify_first: bool = False  # the current on-call approver(s) get the personal card immediately
     backup: bool = False  # notified when the approval window escalates
+    # Listed only as a backup of groups whose backups may decide after escalation: refused until `escalated_at`.
+    after_escalation: bool = False
 
 
 class Decision(Frozen):
