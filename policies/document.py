@@ -186,6 +186,8 @@ class Entitlement(Doc):
     quorum: int = Field(default=1, ge=1, le=10)
     eligible: list[str] = Field(min_length=1)
     request_for_others: list[str] = []
+    # Whoever asks for someone else, the person receiving the role must be eligible for the path taken.
+    target_must_be_eligible: bool = True
     lanes: list[Lane] = []
 
 

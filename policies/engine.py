@@ -8,6 +8,7 @@ approval-rule needs a human, otherwise the request is approved by rule).
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -68,18 +69,25 @@ def _names(policy: PolicyDocument, keys: Iterable[str]) -> str:
 
 # --- ticket reference ---------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
+def ticket_pattern(pattern: str, *, search: bool = False) -> re.Pattern[str]:
+    """A policy's ticket pattern with ASCII semantics: `\\d` is 0-9 only (Arabic-Indic or full-width digits are
+    no ticket number an ITSM knows) and case folding is ASCII-only (no Kelvin sign for K, no dotless i)."""
+    return re.compile(rf"\b({pattern})\b" if search else pattern, flags=re.ASCII | re.IGNORECASE)
+
+
 def ticket_kind(policy: PolicyDocument, ticket: str | None) -> str | None:
     if not ticket:
         return None
     for kind, pattern in policy.tickets.patterns.items():
-        if re.fullmatch(pattern, ticket.strip(), flags=re.IGNORECASE):
+        if ticket_pattern(pattern).fullmatch(ticket.strip()):
             return kind
     return None
 
 
 def find_ticket_reference(policy: PolicyDocument, text: str) -> str | None:
     for pattern in policy.tickets.patterns.values():
-        m = re.search(rf"\b({pattern})\b", text, flags=re.IGNORECASE)
+        m = ticket_pattern(pattern, search=True).search(text)
         if m:
             return m.group(1).upper()
     return None
@@ -152,6 +160,16 @@ def rule_target(c: Context) -> Iterable[RuleResult]:
         else:
             yield _fail("target.for_others", Effect.DENY,
                         f"Requesting {c.entitlement.display_name} for someone else is not allowed for this requester.")
+        if c.entitlement.target_must_be_eligible:
+            # Asking for someone must not reach further than that person could reach by asking themselves.
+            keys = c.lane.eligible if c.lane else c.entitlement.eligible
+            member_of = _in_groups(target, c.policy, keys)
+            who = target.display_name or target.object_id
+            if member_of:
+                yield _ok("target.eligible", Effect.DENY, f"{who} is in {_names(c.policy, member_of)}.")
+            else:
+                yield _fail("target.eligible", Effect.DENY,
+                            f"{who} is not in a group eligible for {c.where}: needs {_names(c.policy, keys)}.")
 
 
 def rule_duration(c: Context) -> Iterable[RuleResult]:
@@ -183,7 +201,7 @@ def vague_reason(policy: PolicyDocument, text: str) -> str | None:
     rules = policy.justification
     # Ticket numbers do not explain anything by themselves.
     for pattern in policy.tickets.patterns.values():
-        text = re.sub(rf"\b{pattern}\b", " ", text, flags=re.IGNORECASE)
+        text = ticket_pattern(pattern, search=True).sub(" ", text)
     normal = normalise_text(text)
     words = [w for w in normal.split() if w]
     stripped = " ".join(words)

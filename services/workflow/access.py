@@ -46,6 +46,7 @@ FIELD_OF_RULE = {
     "duration.max": "duration",
     "duration.positive": "duration",
     "target.for_others": "target",
+    "target.eligible": "target",
 }
 
 
