@@ -235,6 +235,9 @@ class Grant(Frozen):
     assignment_id: str | None = None
     schedule_request_id: str | None = None
     adopted: bool = False
+    # PIM provisions at the moment it processes a request, so its read-back end is a fraction of a second after
+    # the whole-second end that was asked; `ends_at` stays the asked end (revoked on that tick), this keeps Entra's.
+    entra_ends_at: AwareDatetime | None = None
 
     def ledger_key(self) -> tuple[str, str, str]:
         return (self.principal_id, self.role_definition_id, self.scope)
