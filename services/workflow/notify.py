@@ -15,6 +15,7 @@ from cards.approval import approval_base_card, approval_card, decided_card
 from cards.lists import message_card
 from cards.receipt import alert_card, grant_receipt_card
 from cards.status import request_card
+from cards.text import plain_line
 from policies.approval import current_approvers
 from policies.lifecycle import State
 from policies.model import Approver, CardRef
@@ -33,8 +34,11 @@ SYSTEM = "system:notifier"
 def card_activity(card: dict[str, Any], summary: str = "") -> dict[str, Any]:
     activity: dict[str, Any] = {"type": "message", "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]}
+    # Teams shows `summary` as plain text in toasts and the activity feed: one cleaned, defanged line (it carries
+    # deny reasons and Graph's error text).
+    summary = plain_line(summary, 200) if summary else ""
     if summary:
-        activity["summary"] = summary[:200]
+        activity["summary"] = summary
     return activity
 
 
