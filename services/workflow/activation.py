@@ -412,7 +412,8 @@ class GrantService:
                               data={"extension": extension.id, "error": error})
             return Outcome(extension.id, "failed", error)
         self.store.ledger_hold(grant.principal_id, grant.role_definition_id, grant.scope, original.id, new_end)
-        extended_grant = grant.model_copy(update={"ends_at": new_end})
+        # PIM's adminUpdate keeps the start it read back and ends on the whole second asked: no read-back end differs.
+        extended_grant = grant.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
         updated = self.store.update(original.id, lambda r: r.apply(
             Event.EXTENDED, WORKER, self.clock.now(), reason=f"extended by {format_duration(added)} ({extension.id})",
             grant=extended_grant) if r.state is State.ACTIVE else r)
