@@ -100,7 +100,8 @@ def measure_lateness(ctx: Ctx) -> list[Row]:
     wait_ended(services, ids, sizes.stagger_grant_s + 120)
     wait_idle(client, timeout=120)
     late, missing, reported = lateness_of(ctx, services, ids)
-    return [lateness_row("lateness_staggered", f"Revocation lateness: {sizes.stagger_grants} grants of "
+    return [lateness_row("lateness_staggered", f"Revocation lateness (direct grant mode): "
+                         f"{sizes.stagger_grants} grants of "
                          f"{sizes.stagger_grant_s} s staggered over {sizes.stagger_grants * sizes.stagger_every_s:g} s",
                          late, missing,
                          "real grants (submit in the bench, approve, real workers activate in direct mode); "
@@ -192,7 +193,7 @@ def measure_scale(ctx: Ctx) -> list[Row]:
     wait_ended(services, ids, duration + 120)
     wait_idle(client, timeout=300)
     late, missing, reported = lateness_of(ctx, services, ids)
-    rows = [lateness_row("lateness_10k", f"Revocation lateness with {active:,} active grants "
+    rows = [lateness_row("lateness_10k", f"Revocation lateness (direct grant mode) with {active:,} active grants "
                          f"({len(ids)} sampled)", late, missing,
                          f"{created:,} synthetic active grants (store path) + {len(ids)} real grants of {duration} s "
                          "approved over "
@@ -262,7 +263,8 @@ def measure_burst(ctx: Ctx) -> list[Row]:
         ctx.log(f"  rep {rep + 1}: last removal {completion:.1f}s after the expiry (budget {budget:g}s), "
                 f"{throttled} × 429")
     passed = all_removed and throttled_total == 0 and max(completions) <= budget
-    return [Row("burst_expiry", f"{count:,} grants expiring in the same second, Graph enforcing {rate:g} writes/s",
+    return [Row("burst_expiry", f"{count:,} grants expiring in the same second (direct grant mode), "
+                                 f"Graph enforcing {rate:g} writes/s",
                 "s", completions, f"all removed within {budget:g} s (= {count:,}/{rate:g} + 5), zero 429s", passed,
                 sample="per repetition: last removal − expiry",
                 how=f"synthetic active grants (store path) with one common end and real scheduled revokes; the "

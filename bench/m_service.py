@@ -210,7 +210,8 @@ def measure_tokens(ctx: Ctx) -> list[Row]:
                         "graph_assign_posts": posts, "seconds": time.monotonic() - began})
         ctx.log(f"  {len(records)} activations by 2 workers: {total} token requests ({graph} Graph, "
                 f"{len(issued) - graph} Bot Framework)")
-    return [Row("token_requests", f"Token requests for {sizes.token_jobs} Graph jobs across 2 workers", "count",
+    return [Row("token_requests", f"Token requests for {sizes.token_jobs} Graph jobs (pim grant mode) across 2 workers",
+                "count",
                 counts, "≤ 10", max(counts) <= 10, sample="per repetition",
                 how="grant activations by two forking workers (--fork) starting with an empty Redis token cache; Entra "
                     "emulator token endpoint count (Graph and Bot Framework clients)",

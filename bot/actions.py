@@ -19,6 +19,7 @@ from cards.verbs import Verb
 from policies.lifecycle import State
 from policies.model import CardRef, Verdict
 from policies.record import RequestRecord
+from policies.text import clean_input
 from services.composition import Services
 from services.workflow.access import AccessError, AccessService, IntakeInput, Who
 
@@ -113,7 +114,7 @@ class Actions:
 
     async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any]) -> dict[str, Any]:
         terms = data.get("terms")
-        reason = str(data.get("reason") or data.get("comment") or "")[:1000]
+        reason = clean_input(data.get("reason") or data.get("comment") or "", 1000)
         altered = tuple(sorted(str(k)[:40] for k in set(data) - VOTE_FIELDS))[:10]
         result = await asyncio.to_thread(self.access.vote, request_id, who, verdict, reason=reason,
                                          terms=str(terms) if terms else None, altered=altered)

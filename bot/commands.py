@@ -32,7 +32,7 @@ PATTERNS = [
     ("pending", re.compile(r"^(pending|approvals|to approve)$", re.I)),
     ("cancel", re.compile(rf"^cancel\s+{_ID}$", re.I)),
     ("deactivate", re.compile(rf"^(?:deactivate|revoke|end)\s+{_ID}$", re.I)),
-    ("extend", re.compile(rf"^extend\s+{_ID}\s+(\d{{1,4}})(?:\s*(?:m|min|mins|minutes))?$", re.I)),
+    ("extend", re.compile(rf"^extend\s+{_ID}\s+([0-9]{{1,4}})(?:\s*(?:m|min|mins|minutes))?$", re.I)),
 ]
 
 

@@ -17,6 +17,7 @@ from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
 from cards.lists import message_card
+from policies.text import clean_input, one_line
 from services.composition import Services
 from services.metrics import METRICS
 from services.ports import TeamsError
@@ -48,7 +49,7 @@ def who_of(activity: Activity) -> Who | None:
     oid = getattr(sender, "aad_object_id", None) if sender else None
     if not oid:
         return None
-    return Who(object_id=str(oid).lower(), name=getattr(sender, "name", "") or "", teams_id=sender.id)
+    return Who(object_id=str(oid).lower(), name=one_line(getattr(sender, "name", "") or "", 256), teams_id=sender.id)
 
 
 def origin_of(activity: Activity) -> Origin:
@@ -111,7 +112,7 @@ class BreakglassBot(TeamsActivityHandler):
         if isinstance(activity.value, dict) and activity.value.get("verb"):
             await self._legacy_submit(activity, who)
             return
-        text = (TurnContext.remove_recipient_mention(activity) or activity.text or "").strip()
+        text = clean_input(TurnContext.remove_recipient_mention(activity) or activity.text or "", 4000)
         if not text:
             return
         if activity.id and not await asyncio.to_thread(
@@ -122,7 +123,7 @@ class BreakglassBot(TeamsActivityHandler):
             if command is not None:
                 cards = await self.commands.run(command, who)
             else:
-                cards = [await self.intake.start(who, text[:4000])]
+                cards = [await self.intake.start(who, text)]
         except AccessError as exc:
             cards = [message_card(exc.message)]
         await self._send(activity, cards)

@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from policies.durations import DurationError, parse_duration
+from policies.text import clean_input, one_line
 from services.composition import Services
 from services.settings import Settings
 from services.state import queue as jobs
@@ -52,6 +53,16 @@ class TicketTrigger(BaseModel):
     role: str = Field(min_length=2, max_length=120)
     duration: str | int
     justification: str = Field(default="", max_length=2000)
+
+    @field_validator("ticket", "requested_for", "role")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        return one_line(v)
+
+    @field_validator("justification")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return clean_input(v)
 
     @field_validator("duration")
     @classmethod

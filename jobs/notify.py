@@ -45,3 +45,11 @@ def decision_text(record: RequestRecord) -> str:
 def send_request_card(request_id: str) -> dict[str, Any]:
     """A request created from a ticket: the caller gets its card in Teams (and can cancel it there)."""
     return {"sent": services().notifier.send_request_card(request_id)}
+
+
+def policy_weakened(previous: str, digest: str, weakened: list[str]) -> dict[str, Any]:
+    """On-call hears once that a reloaded policy loosened a tier-0 rule (the change itself is audited)."""
+    sent = services().notifier.alert("Policy weakened for a tier-0 role", [
+        ("Previous policy", previous), ("New policy", digest), ("Weakened", str(len(weakened)))], "critical",
+        "\n".join(weakened))
+    return {"sent": sent}

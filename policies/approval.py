@@ -21,6 +21,7 @@ class Refusal(StrEnum):
     SELF_APPROVAL = "self_approval"
     TARGET_APPROVAL = "target_approval"
     NOT_APPROVER = "not_approver"
+    NOT_ESCALATED = "not_escalated"
     ALREADY_VOTED = "already_voted"
     WINDOW_CLOSED = "window_closed"
     TERMS_CHANGED = "terms_changed"
@@ -73,6 +74,9 @@ def authorise_vote(record: RequestRecord, clicker_id: str, verdict: Verdict, now
     if approver is None:
         raise ApprovalRefusedError(Refusal.NOT_APPROVER, "You are not an approver for this request under the "
                                                          "current policy.")
+    if approver.after_escalation and (record.escalated_at is None or now < record.escalated_at):
+        raise ApprovalRefusedError(Refusal.NOT_ESCALATED, "You are a backup approver for this request: you can "
+                                                          "decide it once it escalates to the backups.")
     previous = record.voted(clicker)
     if previous is not None:
         raise ApprovalRefusedError(Refusal.ALREADY_VOTED,

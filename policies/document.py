@@ -15,10 +15,21 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from policies.durations import DurationError, parse_duration
 from policies.model import Person
+from policies.tier0 import tier0_name
 
 SCHEMA_VERSION = 1
 MAX_GRANT = timedelta(hours=24)
@@ -34,6 +45,13 @@ def _duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _not_bool(value: object) -> object:
+    # YAML reads `true` as a bool, and True == 1 would pass `Literal[1]`.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not {str(value).lower()}")
+    return value
 
 
 def _grant_duration(value: object) -> timedelta:
@@ -145,18 +163,21 @@ class Rotation(Doc):
 
 
 class ApproverGroup(Doc):
-    """People who may approve. `page` names a rotation: its current member gets the card first."""
+    """People who may approve. `page` names a rotation: its current member gets the card first. `backup` people
+    get the card when the request escalates; by default they may decide it only from then on, so a backup cannot
+    pre-empt the on-call approver (`backup_may_approve: always` lets them decide at once)."""
 
     display_name: str
     members: list[PersonEntry] = Field(min_length=1)
     page: str | None = None
     backup: list[PersonEntry] = []
+    backup_may_approve: Literal["after_escalation", "always"] = "after_escalation"
 
 
 class AutoApprove(Doc):
     """Conditions under which a lane approves by rule; all given conditions must hold."""
 
-    max_priority: int | None = Field(default=None, ge=1, le=5)
+    max_priority: StrictInt | None = Field(default=None, ge=1, le=5)
     on_call: str | None = None  # rotation key: the person receiving access must be on shift now
 
 
@@ -165,10 +186,10 @@ class Lane(Doc):
     display_name: str
     eligible: list[str] = Field(min_length=1)
     max_duration: GrantDuration
-    requires_incident: bool = False
+    requires_incident: StrictBool = False
     auto_approve_when: AutoApprove | None = None
     approvers: list[str] | None = None
-    quorum: int | None = Field(default=None, ge=1, le=10)
+    quorum: StrictInt | None = Field(default=None, ge=1, le=10)
 
 
 class Entitlement(Doc):
@@ -176,27 +197,29 @@ class Entitlement(Doc):
     display_name: str
     role_template_id: Guid
     scope: str = "/"
-    privilege: int = Field(default=50, ge=0, le=100)
+    privilege: StrictInt = Field(default=50, ge=0, le=100)
     max_duration: GrantDuration
     approval: Literal["required", "none"] = "required"
     approvers: list[str] = []
-    quorum: int = Field(default=1, ge=1, le=10)
+    quorum: StrictInt = Field(default=1, ge=1, le=10)
     eligible: list[str] = Field(min_length=1)
     request_for_others: list[str] = []
+    # Whoever asks for someone else, the person receiving the role must be eligible for the path taken.
+    target_must_be_eligible: StrictBool = True
     lanes: list[Lane] = []
 
 
 class JustificationRules(Doc):
-    min_length: int = Field(default=20, ge=0, le=500)
-    max_length: int = Field(default=2000, ge=50, le=10000)
+    min_length: StrictInt = Field(default=20, ge=0, le=500)
+    max_length: StrictInt = Field(default=2000, ge=50, le=10000)
     vague_phrases: list[str] = []
     # Words that say nothing about the task; a justification made only of these is vague.
     generic_words: list[str] = []
-    similarity: float = Field(default=0.85, gt=0.5, le=1.0)
+    similarity: StrictFloat = Field(default=0.85, gt=0.5, le=1.0)
 
 
 class TicketRules(Doc):
-    required: bool = True
+    required: StrictBool = True
     patterns: dict[Literal["incident", "change", "request", "service_request"], str] = {
         "incident": r"INC\d{7}",
         "change": r"CHG\d{7}",
@@ -204,8 +227,8 @@ class TicketRules(Doc):
         "service_request": r"SR-?\d{3,10}",
     }
     verify: Literal["required", "when_available", "off"] = "required"
-    must_be_open: bool = True
-    requester_must_be_involved: bool = True
+    must_be_open: StrictBool = True
+    requester_must_be_involved: StrictBool = True
 
     @field_validator("patterns")
     @classmethod
@@ -287,7 +310,7 @@ class BusinessHoursPolicy(Doc):
 
 
 class Concurrency(Doc):
-    max_active_per_principal: int = Field(default=2, ge=1, le=20)
+    max_active_per_principal: StrictInt = Field(default=2, ge=1, le=20)
     same_role: Literal["deny", "allow"] = "deny"
 
 
@@ -303,7 +326,7 @@ class ApprovalTiming(Doc):
 
 
 class PolicyDocument(Doc):
-    schema_version: Literal[1]
+    schema_version: Annotated[Literal[1], BeforeValidator(_not_bool)]
     name: str = "breakglass policy"
     groups: dict[Annotated[str, Field(pattern=KEY)], GroupRef] = {}
     rotations: dict[Annotated[str, Field(pattern=KEY)], Rotation] = {}
@@ -397,10 +420,44 @@ def _clean(msg: str) -> str:
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _ambiguous_keys(node: yaml.Node | None, loc: tuple[Any, ...] = (),
+                    seen_nodes: set[int] | None = None) -> list[Problem]:
+    """Keys YAML would resolve silently: a repeated key (the last one wins, so a second `approval: none` under
+    `approval: required` turns approval off) and merge keys (`<<`, whose values explicit keys override)."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if node is None or id(node) in seen_nodes:
+        return []
+    seen_nodes.add(id(node))
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(getattr(key, "value", ""))
+            line = key.start_mark.line + 1
+            if key.tag == "tag:yaml.org,2002:merge":
+                problems.append(Problem(path=_path((*loc, name)), line=line,
+                                        message="merge keys (<<) are not allowed: keys next to them override "
+                                                "them silently; write the values out"))
+            elif name in first:
+                problems.append(Problem(path=_path((*loc, name)), line=line,
+                                        message=f"duplicate key {name!r} (first at line {first[name]}); "
+                                                f"YAML would silently keep the last one"))
+            else:
+                first[name] = line
+            problems += _ambiguous_keys(value, (*loc, name), seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _ambiguous_keys(item, (*loc, i), seen_nodes)
+    return problems
+
+
 def parse_policy(text: str, source: str = "<policy>") -> PolicyDocument:
     try:
-        data = yaml.safe_load(text)
         root = yaml.compose(text)
+        ambiguous = _ambiguous_keys(root)
+        if ambiguous:
+            raise PolicyError(source, ambiguous)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -503,6 +560,39 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
         if re.fullmatch(pattern, ""):
             problems.append(_problem(("tickets", "patterns", kind), "pattern matches an empty string"))
     return problems
+
+
+def policy_risks(doc: PolicyDocument) -> list[Problem]:
+    """Valid but risky choices `policy check` warns about (and fails on with --strict)."""
+    problems: list[Problem] = []
+    for i, ent in enumerate(doc.entitlements):
+        name = tier0_name(ent.role_template_id)
+        if name is None:
+            continue
+        if ent.approval == "none":
+            problems.append(_problem(("entitlements", i, "approval"),
+                                     f"{name} is a tier-0 role and needs no approval: anyone eligible gets it by "
+                                     f"rule"))
+        for k, lane in enumerate(ent.lanes):
+            cond = lane.auto_approve_when
+            if cond is not None and cond.max_priority is None and cond.on_call is None:
+                problems.append(_problem(("entitlements", i, "lanes", k, "auto_approve_when"),
+                                         f"lane {lane.id!r} approves {name}, a tier-0 role, by rule with no "
+                                         f"condition"))
+    if not doc.denylist.object_ids and not doc.denylist.upn_patterns:
+        problems.append(_problem(("denylist",), "the denylist is empty: emergency-access and service accounts can "
+                                                "be elevated like anyone else"))
+    return problems
+
+
+def review_policy(text: str, source: str = "<policy>") -> tuple[PolicyDocument, list[Problem]]:
+    """Parse (raising PolicyError when invalid) and list the risky choices, each with its line."""
+    doc = parse_policy(text, source)
+    root = yaml.compose(text)
+    risks = policy_risks(doc)
+    for risk in risks:
+        risk.line = _line_of(root, risk.loc)
+    return doc, risks
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -8,6 +8,7 @@ approval-rule needs a human, otherwise the request is approved by rule).
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -68,18 +69,25 @@ def _names(policy: PolicyDocument, keys: Iterable[str]) -> str:
 
 # --- ticket reference ---------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
+def ticket_pattern(pattern: str, *, search: bool = False) -> re.Pattern[str]:
+    """A policy's ticket pattern with ASCII semantics: `\\d` is 0-9 only (Arabic-Indic or full-width digits are
+    no ticket number an ITSM knows) and case folding is ASCII-only (no Kelvin sign for K, no dotless i)."""
+    return re.compile(rf"\b({pattern})\b" if search else pattern, flags=re.ASCII | re.IGNORECASE)
+
+
 def ticket_kind(policy: PolicyDocument, ticket: str | None) -> str | None:
     if not ticket:
         return None
     for kind, pattern in policy.tickets.patterns.items():
-        if re.fullmatch(pattern, ticket.strip(), flags=re.IGNORECASE):
+        if ticket_pattern(pattern).fullmatch(ticket.strip()):
             return kind
     return None
 
 
 def find_ticket_reference(policy: PolicyDocument, text: str) -> str | None:
     for pattern in policy.tickets.patterns.values():
-        m = re.search(rf"\b({pattern})\b", text, flags=re.IGNORECASE)
+        m = ticket_pattern(pattern, search=True).search(text)
         if m:
             return m.group(1).upper()
     return None
@@ -162,6 +170,16 @@ def rule_target(c: Context) -> Iterable[RuleResult]:
         else:
             yield _fail("target.for_others", Effect.DENY,
                         f"Requesting {c.entitlement.display_name} for someone else is not allowed for this requester.")
+        if c.entitlement.target_must_be_eligible:
+            # Asking for someone must not reach further than that person could reach by asking themselves.
+            keys = c.lane.eligible if c.lane else c.entitlement.eligible
+            member_of = _in_groups(target, c.policy, keys)
+            who = target.display_name or target.object_id
+            if member_of:
+                yield _ok("target.eligible", Effect.DENY, f"{who} is in {_names(c.policy, member_of)}.")
+            else:
+                yield _fail("target.eligible", Effect.DENY,
+                            f"{who} is not in a group eligible for {c.where}: needs {_names(c.policy, keys)}.")
 
 
 def rule_duration(c: Context) -> Iterable[RuleResult]:
@@ -193,7 +211,7 @@ def vague_reason(policy: PolicyDocument, text: str) -> str | None:
     rules = policy.justification
     # Ticket numbers do not explain anything by themselves.
     for pattern in policy.tickets.patterns.values():
-        text = re.sub(rf"\b{pattern}\b", " ", text, flags=re.IGNORECASE)
+        text = ticket_pattern(pattern, search=True).sub(" ", text)
     normal = normalise_text(text)
     words = [w for w in normal.split() if w]
     stripped = " ".join(words)
@@ -401,8 +419,13 @@ def resolve_approvers(policy: PolicyDocument, entitlement: Entitlement, lane: La
             if on_shift.object_id not in excluded and any(m.object_id == on_shift.object_id for m in group.members):
                 paged = on_shift.object_id
         backups = {b.object_id for b in group.backup}
+        waits = group.backup_may_approve == "after_escalation"
         for m in group.members:
-            if m.object_id in excluded or m.object_id in out:
+            if m.object_id in excluded:
+                continue
+            if m.object_id in out:
+                # A backup of an earlier group who is a member here decides at once.
+                out[m.object_id] = out[m.object_id].model_copy(update={"after_escalation": False})
                 continue
             first = (m.object_id == paged) if paged else (m.object_id not in backups)
             source = f"{key}:on-call" if m.object_id == paged else key
@@ -412,9 +435,11 @@ def resolve_approvers(policy: PolicyDocument, entitlement: Entitlement, lane: La
             if b.object_id in excluded:
                 continue
             if b.object_id in out:
+                if not waits:
+                    out[b.object_id] = out[b.object_id].model_copy(update={"after_escalation": False})
                 continue
             out[b.object_id] = Approver(object_id=b.object_id, name=b.name, source=f"{key}:backup",
-                                        notify_first=False, backup=True)
+                                        notify_first=False, backup=True, after_escalation=waits)
     return list(out.values())
 
 

@@ -161,6 +161,8 @@ class Approver(Frozen):
     source: str = ""  # e.g. "identity-leads", "identity-leads:on-call", "identity-leads:backup"
     notify_first: bool = False  # the current on-call approver(s) get the personal card immediately
     backup: bool = False  # notified when the approval window escalates
+    # Listed only as a backup of groups whose backups may decide after escalation: refused until `escalated_at`.
+    after_escalation: bool = False
 
 
 class Decision(Frozen):
@@ -243,6 +245,9 @@ class Grant(Frozen):
     assignment_id: str | None = None
     schedule_request_id: str | None = None
     adopted: bool = False
+    # PIM provisions at the moment it processes a request, so its read-back end is a fraction of a second after
+    # the whole-second end that was asked; `ends_at` stays the asked end (revoked on that tick), this keeps Entra's.
+    entra_ends_at: AwareDatetime | None = None
 
     def ledger_key(self) -> tuple[str, str, str]:
         return (self.principal_id, self.role_definition_id, self.scope)

@@ -8,14 +8,10 @@ notice). They outrank every other role whatever `privilege` the policy gives the
 from __future__ import annotations
 
 from policies.document import Entitlement
+from policies.tier0 import TIER0_ROLE_TEMPLATES
 
-TIER0_TEMPLATE_IDS: frozenset[str] = frozenset({
-    "62e90394-69f5-4237-9190-012177145e10",  # Global Administrator
-    "e8611ab8-c189-46e8-94e1-60213ab1f814",  # Privileged Role Administrator
-    "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",  # Privileged Authentication Administrator
-    "194ae4cb-b126-40b2-bd5b-6091b380977d",  # Security Administrator
-    "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9",  # Conditional Access Administrator
-})
+# The one list of tier-0 role templates is policies/tier0.py; this is its set of ids.
+TIER0_TEMPLATE_IDS: frozenset[str] = frozenset(TIER0_ROLE_TEMPLATES)
 
 
 def is_tier0(entitlement: Entitlement) -> bool:

@@ -19,18 +19,20 @@ from pathlib import Path
 
 import redis
 
+from policies.document import PolicyDocument
 from policies.model import GrantMode
 from services.clock import Clock, OffsetClock, SystemClock
 from services.ports import Directory, Graph, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
 from services.state.audit import AuditLog
-from services.state.policy_source import PolicySource
+from services.state.policy_source import PolicyListener, PolicySource
 from services.state.queue import JobQueue, abandoned_after_s
 from services.state.redis_conn import connect
 from services.state.store import RequestStore
 from services.workflow.access import AccessService
 from services.workflow.activation import GrantService
 from services.workflow.notify import ChannelConfig, Notifier
+from services.workflow.policy_watch import PolicyWatch
 from services.workflow.receipts import Receipts
 from services.workflow.reconcile import ForeignAssignmentScan, Reconciler
 
@@ -66,6 +68,8 @@ class Runtime:
         self.settings = settings
         self.clock: Clock = clock or clock_from(settings)
         self._client = client
+        # Told of every reload that changed the policy; Services adds the one that records it.
+        self.policy_listeners: list[PolicyListener] = []
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -82,7 +86,7 @@ class Runtime:
 
     @cached_property
     def policies(self) -> PolicySource:
-        return PolicySource(self.settings.policy_file)
+        return PolicySource(self.settings.policy_file, listeners=self.policy_listeners)
 
 class Services:
     """The workflow and the clients, built on a Runtime."""
@@ -95,6 +99,15 @@ class Services:
         self._teams = teams
         self._ticketing = ticketing
         self._directory = directory
+        runtime.policy_listeners.append(self._policy_changed)
+
+    def _policy_changed(self, previous: PolicyDocument, new: PolicyDocument) -> None:
+        self.policy_watch.changed(previous, new)
+
+    @cached_property
+    def policy_watch(self) -> PolicyWatch:
+        return PolicyWatch(redis_client=self.runtime.redis, prefix=self.settings.key_prefix, audit=self.runtime.audit,
+                           queue=self.queue, source=str(self.runtime.policies.path))
 
     @cached_property
     def queue(self) -> JobQueue:

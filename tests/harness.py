@@ -36,7 +36,9 @@ EMULATORS = ["entra", "graph", "servicenow", "botconnector"]
 
 
 def offset_to(target: datetime) -> float:
-    return (target - datetime.now(UTC)).total_seconds()
+    # A whole number of seconds, as in production (no offset): the product's whole seconds are then the real ones
+    # the scheduler ticks on, so expiry timing is measured as it would be in production.
+    return float(round((target - datetime.now(UTC)).total_seconds()))
 
 
 def person(alias: str) -> demo.Person:

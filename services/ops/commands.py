@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from policies.document import policy_json_schema
+from policies.document import policy_json_schema, review_policy
 from policies.durations import parse_duration
 from policies.engine import evaluate
 from policies.model import Facts, GrantRequest, Principal
 from services.composition import Runtime
 from services.ops.progress import Progress
 from services.settings import get_settings
-from services.state.policy_source import default_policy_path, read_policy
+from services.state.policy_source import default_policy_path, read_policy, read_policy_text
 
 
 def register_policy(sub: Any) -> None:
@@ -26,6 +26,8 @@ def register_policy(sub: Any) -> None:
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     check = psub.add_parser("check", help="validate a policy file (exit 0 when valid)")
     check.add_argument("file", nargs="?", type=Path, help="policy file (default: the configured one)")
+    check.add_argument("--strict", action="store_true",
+                       help="fail (exit 1) on warnings too: a tier-0 role without approval, an empty denylist")
     check.set_defaults(func=cmd_policy_check)
     schema = psub.add_parser("schema", help="print the JSON Schema of the policy file")
     schema.set_defaults(func=cmd_policy_schema)
@@ -60,10 +62,16 @@ def _configured_policy_path(explicit: Path | None) -> Path:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     path = _configured_policy_path(args.file)
-    doc = read_policy(path)
+    doc, risks = review_policy(*read_policy_text(path))
     lanes = sum(len(e.lanes) for e in doc.entitlements)
     print(f"OK: {path}: {len(doc.entitlements)} entitlements, {lanes} lanes, "
           f"{len(doc.approver_groups)} approver groups (digest {doc.digest()})")
+    for risk in risks:
+        print(f"WARNING: {risk.render(str(path))}", file=sys.stderr)
+    if risks and args.strict:
+        print(f"breakglass: {len(risks)} warning{'s' if len(risks) != 1 else ''} and --strict: failing",
+              file=sys.stderr)
+        return 1
     return 0
 
 

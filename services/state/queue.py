@@ -41,6 +41,7 @@ POST_RECEIPT = "jobs.receipts.post_receipt"
 RECONCILE = "jobs.reconcile.reconcile"
 SCAN_FOREIGN = "jobs.reconcile.scan_foreign_assignments"
 SEND_REQUEST_CARD = "jobs.notify.send_request_card"
+POLICY_WEAKENED = "jobs.notify.policy_weakened"
 ACCESS_JOBS = frozenset({ACTIVATE_GRANT, REVOKE_GRANT, EXTEND_GRANT, RECONCILE})
 
 

@@ -30,6 +30,7 @@ from policies.model import (
 )
 from policies.provenance import Provenance
 from policies.record import RequestRecord
+from policies.text import clean_input, one_line
 from services.clock import Clock
 from services.errors import ConflictError, NotFoundError, ServiceError
 from services.metrics import DomainMetrics
@@ -57,6 +58,7 @@ FIELD_OF_RULE = {
     "duration.max": "duration",
     "duration.positive": "duration",
     "target.for_others": "target",
+    "target.eligible": "target",
 }
 
 
@@ -92,19 +94,26 @@ class IntakeInput:
     # API and tests only (never read from card data): an exact duration, e.g. seconds-long grants in tests.
     duration_seconds: int | None = None
 
+    def __post_init__(self) -> None:
+        # Intake: whoever builds the form (a card submit, the ITSM webhook, the CLI), what people typed is cleaned
+        # here, once, before it is decided on, stored, audited or sent anywhere.
+        object.__setattr__(self, "justification", clean_input(self.justification, 4000))
+        object.__setattr__(self, "ticket", one_line(self.ticket, 40).upper())
+        object.__setattr__(self, "target", one_line(self.target, 256))
+        if self.entitlement is not None:
+            object.__setattr__(self, "entitlement", one_line(self.entitlement, 120) or None)
+
     @staticmethod
     def from_values(values: dict[str, Any]) -> IntakeInput:
         """Parse submitted form values; types are coerced, never trusted."""
         minutes: int | None
         try:
-            minutes = int(str(values.get("duration", "")).strip())
+            minutes = int(one_line(values.get("duration", "")))
         except ValueError:
             minutes = None
-        ent = str(values.get("entitlement") or "").strip() or None
-        return IntakeInput(entitlement=ent, duration_minutes=minutes,
-                           justification=str(values.get("justification") or "").strip()[:4000],
-                           ticket=str(values.get("ticket") or "").strip().upper()[:40],
-                           target=str(values.get("target") or "").strip()[:256])
+        return IntakeInput(entitlement=str(values.get("entitlement") or "") or None, duration_minutes=minutes,
+                           justification=str(values.get("justification") or ""),
+                           ticket=str(values.get("ticket") or ""), target=str(values.get("target") or ""))
 
 
 @dataclass

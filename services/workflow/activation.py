@@ -180,9 +180,11 @@ class GrantService:
         # The outcome is audited before the state moves on: if the process dies in between, the request is still
         # ACTIVATING, the reconciler resumes it and the retry adopts the assignment (audited again, adopted=true);
         # the other order could leave an ACTIVE grant whose activation the audit log never recorded.
+        read_back = {"entra_ends_at": grant.entra_ends_at.isoformat()} if grant.entra_ends_at else {}
         self.audit.append("grant.activated", actor=WORKER.object_id, request_id=record.id, data={
             "mode": grant.mode.value, "generation": grant.generation, "starts_at": grant.starts_at.isoformat(),
-            "ends_at": grant.ends_at.isoformat(), "assignment_id": grant.assignment_id, "adopted": grant.adopted})
+            "ends_at": grant.ends_at.isoformat(), "assignment_id": grant.assignment_id, "adopted": grant.adopted,
+            **read_back})
         new = self.store.update(record.id, lambda r: r.apply(
             Event.ACTIVATED, WORKER, self.clock.now(), reason=f"{grant.mode.value} assignment verified",
             grant=grant) if r.state is State.ACTIVATING else r)
@@ -278,13 +280,20 @@ class GrantService:
         instance = self._instance(principal, role, scope)
         if instance is None:
             raise GraphUnavailableError(502, "VerificationFailed", "the assignment is not visible after creation")
-        effective_start = instance.start or start
-        effective_end = instance.end or end
+        # The record keeps the whole second asked of Entra, never a later one: the scheduler ticks on whole seconds,
+        # and Entra's read-back (provisioned when it processed the request, e.g. 09:06:30.319) would be revoked a
+        # tick late. An adopted assignment was asked for by an earlier attempt: its whole second is the read-back's.
+        effective_start, effective_end = start, end
+        if instance.end is not None:
+            effective_end = min(end, instance.end.replace(microsecond=0))
+        if adopted and instance.start is not None:
+            effective_start = min(start, instance.start.replace(microsecond=0))
         generation = self.store.ledger_assigned(principal, role, scope, instance.id, self.mode.value,
                                                 new_assignment=True)
         return Grant(request_id=record.id, principal_id=principal, role_definition_id=role, scope=scope,
                      mode=GrantMode.PIM, generation=generation, starts_at=effective_start, ends_at=effective_end,
-                     assignment_id=instance.id, schedule_request_id=request_id, adopted=adopted)
+                     assignment_id=instance.id, schedule_request_id=request_id, adopted=adopted,
+                     entra_ends_at=instance.end if instance.end != effective_end else None)
 
     def _ours(self, record: RequestRecord, instance: ScheduleInstance, end: datetime) -> bool:
         """An existing assignment is ours to adopt only if it is the one our previous attempt created: it ends
@@ -404,7 +413,8 @@ class GrantService:
                               data={"extension": extension.id, "error": error})
             return Outcome(extension.id, "failed", error)
         self.store.ledger_hold(grant.principal_id, grant.role_definition_id, grant.scope, original.id, new_end)
-        extended_grant = grant.model_copy(update={"ends_at": new_end})
+        # PIM's adminUpdate keeps the start it read back and ends on the whole second asked: no read-back end differs.
+        extended_grant = grant.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
         updated = self.store.update(original.id, lambda r: r.apply(
             Event.EXTENDED, WORKER, self.clock.now(), reason=f"extended by {format_duration(added)} ({extension.id})",
             grant=extended_grant) if r.state is State.ACTIVE else r)

@@ -4,9 +4,11 @@ and the audit events (with their hashes, so the pack can be checked against the 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
+from cards.text import plain_line
 from policies.durations import format_duration
 from policies.record import RequestRecord
 from services.state.audit import AuditEvent
@@ -34,7 +36,8 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
             "mode": g.mode.value, "principal_id": g.principal_id, "role_definition_id": g.role_definition_id,
             "scope": g.scope, "generation": g.generation, "starts_at": g.starts_at.isoformat(),
             "ends_at": g.ends_at.isoformat(), "assignment_id": g.assignment_id,
-            "schedule_request_id": g.schedule_request_id, "adopted": g.adopted},
+            "schedule_request_id": g.schedule_request_id, "adopted": g.adopted,
+            "entra_ends_at": g.entra_ends_at.isoformat() if g.entra_ends_at else None},
         "transitions": [t.model_dump(mode="json") for t in record.history],
         "end_reason": record.end_reason,
         "audit": [{"seq": e.seq, "at": e.at, "event": e.event, "actor": e.actor, "hash": e.hash} for e in events],
@@ -45,35 +48,59 @@ def evidence_json(pack: dict[str, Any]) -> bytes:
     return json.dumps(pack, indent=2, ensure_ascii=False).encode()
 
 
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def md_inline(value: object) -> str:
+    """A value inside a Markdown line: one line, links defanged, every ASCII punctuation character backslash-escaped
+    (CommonMark lets any of them be escaped), so no heading, list, link, image, table cell or HTML can form."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", plain_line(str(value or ""), 2000))
+
+
+def md_fence(text: str) -> list[str]:
+    """Text kept verbatim in a fenced block whose fence is longer than any run of backticks inside it, so nothing
+    in it renders and nothing in it can close the block early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}text", *text.split("\n"), fence]
+
+
 def evidence_markdown(pack: dict[str, Any]) -> bytes:
     req, dec, grant = pack["request"], pack["decision"], pack["grant"]
+    m = md_inline
     lines = [
         f"# breakglass evidence — {req['id']}",
         "",
-        f"- **Role:** {req['role']} (`{req['role_definition_id']}`)"
+        f"- **Role:** {m(req['role'])} (`{req['role_definition_id']}`)"
         + (f", lane `{req['lane']}`" if req["lane"] else ""),
-        f"- **Requested by:** {req['requester_name']} (`{req['requester']}`)",
-        f"- **For:** {req['target_name']} (`{req['target']}`)",
+        f"- **Requested by:** {m(req['requester_name'])} (`{req['requester']}`)",
+        f"- **For:** {m(req['target_name'])} (`{req['target']}`)",
         f"- **Duration asked:** {format_duration_seconds(req['duration_seconds'])}",
-        f"- **Ticket:** {req['ticket'] or '-'}",
-        f"- **Justification:** {req['justification']}",
+        f"- **Ticket:** {m(req['ticket'] or '-')}",
+        "- **Justification** (as typed, verbatim):",
+        "",
+        *md_fence(req["justification"] or ""),
+        "",
         f"- **Decision:** {dec['outcome']} (policy {dec['policy_digest']})",
     ]
     for reason in dec["reasons"]:
-        lines.append(f"  - {reason}")
+        lines.append(f"  - {m(reason)}")
     lines.append("")
     lines.append("## Approvals")
-    lines.extend([f"- {a['verdict']} by {a['name'] or a['approver']} at {a['at']}" + (f": {a['reason']}"
-                                                                                   if a["reason"] else "")
+    lines.extend([f"- {a['verdict']} by {m(a['name'] or a['approver'])} at {a['at']}" + (f": {m(a['reason'])}"
+                                                                                      if a["reason"] else "")
                   for a in pack["approvals"]] or ["- approved by rule"])
     lines += ["", "## Grant"]
     if grant:
         lines += [f"- **Mode:** {grant['mode']}", f"- **Start:** {grant['starts_at']}",
                   f"- **End:** {grant['ends_at']}", f"- **Assignment:** `{grant['assignment_id']}`"]
+        if grant.get("entra_ends_at"):
+            lines.append(f"- **End in Entra (read back):** {grant['entra_ends_at']}")
     else:
         lines.append("- none")
     lines += ["", "## Audit trail", "", "| seq | time | event | actor | hash |", "|---|---|---|---|---|"]
-    lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {e['actor']} | `{e['hash'][:16]}…` |" for e in pack["audit"]]
+    lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {m(e['actor'])} | `{e['hash'][:16]}…` |"
+              for e in pack["audit"]]
     return ("\n".join(lines) + "\n").encode()
 
 

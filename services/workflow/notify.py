@@ -16,6 +16,7 @@ from cards.approval import approval_base_card, approval_card, decided_card
 from cards.lists import message_card
 from cards.receipt import alert_card, grant_receipt_card
 from cards.status import request_card
+from cards.text import plain_line
 from policies.approval import current_approvers
 from policies.lifecycle import State
 from policies.model import Approver, CardRef
@@ -62,9 +63,10 @@ _MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~>])")
 
 
 def _one_line(text: str) -> str:
-    """Plain, one line, at most 200 characters: card text is markdown-escaped, a summary is shown as is."""
+    """Teams shows `summary` as plain text in toasts and the activity feed: one cleaned, defanged line of at most
+    200 characters (it carries deny reasons and Graph's error text). Card text arrives markdown-escaped."""
     plain = _MARKDOWN_ESCAPE.sub(r"\1", text or "")
-    return " ".join(plain.split())[:200]
+    return plain_line(plain, 200) if plain.strip() else ""
 
 
 @dataclass(frozen=True)

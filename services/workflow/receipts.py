@@ -8,6 +8,7 @@ opened and on-call is alerted.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from policies.durations import format_duration
 from policies.lifecycle import Event, State
 from policies.model import TicketFacts
 from policies.record import RequestRecord
+from policies.text import one_line
 from services.clock import Clock
 from services.errors import ServiceError
 from services.metrics import DomainMetrics
@@ -39,6 +41,15 @@ ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in
             "“Deactivate now” on the requester's card, or “deactivate {id}” in a chat with the bot; an approver "
             "can do the same. If the bot is unavailable, remove the role assignment in Entra admin center > "
             "Roles and administrators > {role} > Assignments.")
+
+
+_OUR_MARK = re.compile(r"\[\s*breakglass", re.IGNORECASE)
+
+
+def note_field(value: object) -> str:
+    """A value (a requester's words, a name, an error from Graph) inside a ticket note: folded onto the note's one
+    line, so it never starts a line of its own, and never carrying our "[breakglass]" marker."""
+    return _OUR_MARK.sub("(breakglass", one_line(value))
 
 
 def rollback_plan(record: RequestRecord) -> str:
@@ -108,7 +119,7 @@ class Receipts:
     def _escalate(self, record: RequestRecord, kind: str, attempt: int, failures: dict[str, str]) -> str | None:
         """Open the child incident (retried while the ticketing system is down) and, once, alert on-call."""
         summary = f"breakglass integration failure for {record.id} ({kind} receipt)"
-        details = "\n".join(f"{part}: {error}" for part, error in failures.items())
+        details = "\n".join(f"{part}: {note_field(error)}" for part, error in failures.items())
         number = None
         if self.ticketing is not None:
             try:
@@ -175,23 +186,26 @@ class Receipts:
 
     @staticmethod
     def note_text(record: RequestRecord, kind: str) -> str:
+        """One line per note; every value that did not come from breakglass itself goes through `note_field`, and
+        each ticketing adapter encodes the line for its own system (ServiceNow journal, HTML)."""
         r, d, g = record.request, record.decision, record.grant
-        who = record.target_name or r.target
+        f = note_field
+        role, who = f(d.entitlement_name), f(record.target_name or r.target)
         if kind == "activated" and g is not None:
-            approvals = ", ".join(f"{a.approver_name or a.approver} ({a.verdict.value})" for a in record.approvals)
-            return (f"[breakglass] {d.entitlement_name} granted to {who} from {g.starts_at:%Y-%m-%d %H:%M:%S} UTC "
+            approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value})" for a in record.approvals)
+            return (f"[breakglass] {role} granted to {who} from {g.starts_at:%Y-%m-%d %H:%M:%S} UTC "
                     f"until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC ({format_duration(g.ends_at - g.starts_at)}), "
-                    f"{g.mode.value} mode. Request {record.id} by {record.requester_name or r.requester}; "
-                    f"approved {'by ' + approvals if approvals else 'by rule: ' + d.summary()}. "
-                    f"Justification: {r.justification}")
+                    f"{g.mode.value} mode. Request {record.id} by {f(record.requester_name or r.requester)}; "
+                    f"approved {'by ' + approvals if approvals else 'by rule: ' + f(d.summary())}. "
+                    f"Justification: {f(r.justification)}")
         if kind == "failed":
-            return (f"[breakglass] Request {record.id} for {d.entitlement_name} ({who}) FAILED and was not granted: "
-                    f"{record.failure}. On-call has been alerted.")
+            return (f"[breakglass] Request {record.id} for {role} ({who}) FAILED and was not granted: "
+                    f"{f(record.failure)}. On-call has been alerted.")
         if kind == "extended" and g is not None:
-            return f"[breakglass] {d.entitlement_name} for {who} extended until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC."
+            return f"[breakglass] {role} for {who} extended until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC."
         if kind == "ended":
-            how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({record.end_reason or 'revoked'})"}
-            return (f"[breakglass] {d.entitlement_name} for {who} {how.get(record.state, record.state.value)}; "
+            how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({f(record.end_reason or 'revoked')})"}
+            return (f"[breakglass] {role} for {who} {how.get(record.state, record.state.value)}; "
                     f"the role assignment was removed (request {record.id}).")
         return f"[breakglass] {record.id}: {kind}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import html
 import re
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,11 @@ def unavailable(system: str, exc: UpstreamError, action: str) -> TicketingUnavai
         why = "unreachable (" + ("timed out" if exc.kind == "timeout" else exc.kind) + ")"
     tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
     return TicketingUnavailableError(f"{system} {action} failed: {why}{tries}")
+
+
+def html_text(text: str) -> str:
+    """Plain text as an HTML fragment (Freshservice and Halo render notes as HTML): escaped, line breaks kept."""
+    return html.escape(text).replace("\r\n", "\n").replace("\n", "<br>")
 
 
 def trailing_number(reference: str) -> int | None:

@@ -21,18 +21,13 @@ import requests
 
 from policies.model import TicketFacts
 from services.clients.http import HttpClient, RetryPolicy, UpstreamError
-from services.clients.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
+from services.clients.itsm import attachment_note, html_text, numeric_ticket_id, trailing_number, unavailable
 from services.ports import TicketingUnavailableError
 
 SYSTEM = "Freshservice"
 STATUS_NAMES = {2: "Open", 3: "Pending", 4: "Resolved", 5: "Closed"}
 CLOSED_STATUSES = frozenset({4, 5})
 KINDS = {"incident": "incident", "service request": "service_request", "change": "change"}
-
-
-def html_text(text: str) -> str:
-    """Plain text as an HTML fragment: escaped, line breaks kept."""
-    return html.escape(text).replace("\r\n", "\n").replace("\n", "<br>")
 
 
 class FreshserviceTicketing:

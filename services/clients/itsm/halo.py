@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from policies.model import TicketFacts
 from services.clients.http import AuthError, HttpClient, RetryPolicy, UpstreamError
-from services.clients.itsm import attachment_note, numeric_ticket_id, trailing_number, unavailable
+from services.clients.itsm import attachment_note, html_text, numeric_ticket_id, trailing_number, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ class HaloTicketing:
 
     def _hidden_note(self, ticket: TicketFacts, note: str, action: str) -> None:
         ticket_id = numeric_ticket_id(SYSTEM, ticket, action)
+        # Halo shows an action's note as HTML: the text (a requester's words among it) goes in escaped.
         self._call(action, "POST", "api/Actions", json=[{"ticket_id": ticket_id, "outcome": "Private Note",
-                                                         "note": note, "hiddenfromuser": True}])
+                                                         "note": html_text(note), "hiddenfromuser": True}])
 
     def add_note(self, ticket: TicketFacts, text: str) -> None:
         self._hidden_note(ticket, text, "note")
@@ -196,7 +197,7 @@ class HaloTicketing:
         self._hidden_note(ticket, f"{header}\n\n{text}", "attachment")
 
     def open_child_incident(self, parent: TicketFacts | None, short_description: str, description: str) -> str:
-        item: dict[str, Any] = {"summary": short_description[:250], "details": description,
+        item: dict[str, Any] = {"summary": short_description[:250], "details": html_text(description),
                                 "tickettype_id": self.incident_type_id}
         if parent is not None:
             item["parent_id"] = numeric_ticket_id(SYSTEM, parent, "child incident")

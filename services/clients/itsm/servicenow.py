@@ -24,8 +24,11 @@ from services.clients.itsm import unavailable
 from services.ports import TicketingUnavailableError
 
 SYSTEM = "ServiceNow"
-_NUMBER = re.compile(r"([A-Za-z]+)-?(\d+)")
+_NUMBER = re.compile(r"([A-Za-z]+)-?([0-9]+)")
 _SYS_ID = re.compile(r"[0-9A-Za-z]{32}")
+# Text between [code] and [/code] in a journal field is rendered as HTML (glide.ui.security.allow_codetag, true by
+# default), so a tag in anything we write, however spelled, is broken into plain parentheses.
+_CODE_TAG = re.compile(r"\[(\s*/?\s*code\s*)\]", re.IGNORECASE)
 CLOSED_INCIDENT_STATES = frozenset({"6", "7", "8"})  # Resolved, Closed, Canceled (a resolved incident stays active)
 
 
@@ -45,6 +48,11 @@ TABLES = {
     "PRB": TableInfo("problem", "other", "opened_by"),
 }
 OTHER = TableInfo("task", "other", "opened_by")
+
+
+def journal_text(text: str) -> str:
+    """Text for a journal or description field: no [code] tag survives."""
+    return _CODE_TAG.sub(r"(\1)", text)
 
 
 def parse_number(number: str) -> tuple[str, TableInfo] | None:
@@ -152,7 +160,7 @@ class ServiceNowTicketing:
     def add_note(self, ticket: TicketFacts, text: str) -> None:
         info, sys_id = self._target(ticket, "work note")
         self._call("work note", "PATCH", f"api/now/table/{info.table}/{quote(sys_id, safe='')}",
-                   params={"sysparm_fields": "sys_id"}, json={"work_notes": text})
+                   params={"sysparm_fields": "sys_id"}, json={"work_notes": journal_text(text)})
 
     def attach(self, ticket: TicketFacts, filename: str, content: bytes, content_type: str) -> None:
         info, sys_id = self._target(ticket, "attachment")
@@ -161,7 +169,8 @@ class ServiceNowTicketing:
                    data=content, headers={"Content-Type": content_type or "application/octet-stream"})
 
     def open_child_incident(self, parent: TicketFacts | None, short_description: str, description: str) -> str:
-        body: dict[str, Any] = {"short_description": short_description[:160], "description": description,
+        body: dict[str, Any] = {"short_description": journal_text(short_description)[:160],
+                                "description": journal_text(description),
                                 "impact": "2", "urgency": "2"}
         if parent is not None:
             info, sys_id = self._target(parent, "child incident")

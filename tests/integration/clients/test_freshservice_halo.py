@@ -143,7 +143,8 @@ def test_halo_note_is_a_hidden_action_posted_as_an_array(halo: tuple[HaloEmulato
     assert (note["note"], note["hiddenfromuser"], note["outcome"]) == ("Granted for 30 minutes", True,
                                                                          "Private Note")
     assert attachment["note"].startswith("[breakglass attachment] evidence.json (application/json, 8 bytes")
-    assert attachment["note"].endswith('\n\n{"a": 1}') and attachment["hiddenfromuser"] is True
+    # Halo shows notes as HTML: the content goes in escaped, its line breaks as <br>.
+    assert attachment["note"].endswith("<br><br>{&quot;a&quot;: 1}") and attachment["hiddenfromuser"] is True
     assert all(isinstance(c.body, list) for c in halo[0].calls.list(path="/api/Actions", method="POST"))
 
 
