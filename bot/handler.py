@@ -12,12 +12,15 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ChannelAccount
 
-from bot.actions import Actions, Origin
+from bot.actions import VOTES, Actions, Origin
 from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
+from cards.inspect import executes
 from cards.lists import message_card
+from policies.model import CardRef
 from services.composition import Services
+from services.errors import NotFoundError
 from services.metrics import METRICS
 from services.ports import TeamsError
 from services.settings import Settings
@@ -95,10 +98,31 @@ class BreakglassBot(TeamsActivityHandler):
     async def _send(self, activity: Activity, cards: list[dict[str, Any]]) -> None:
         for card in cards:
             try:
-                await asyncio.to_thread(self.services.teams.reply, activity.service_url, activity.conversation.id,
-                                        activity.id, card_activity(card))
+                sent = await asyncio.to_thread(self.services.teams.reply, activity.service_url,
+                                               activity.conversation.id, activity.id, card_activity(card))
             except TeamsError as exc:
                 log.warning("reply failed", extra={"status": exc.status, "conversation": activity.conversation.id})
+                continue
+            await self._remember_buttons(activity, card, sent)
+
+    async def _remember_buttons(self, activity: Activity, card: dict[str, Any], sent: str) -> None:
+        """A reply whose buttons act on a request (the `pending` list, a command's answer) becomes one of that
+        request's card copies: clicks are only accepted from stored copies, and every copy follows the request."""
+        verbs: dict[str, set[str]] = {}
+        for verb, data in executes(card):
+            if isinstance(data.get("requestId"), str):
+                verbs.setdefault(data["requestId"], set()).add(verb)
+        for request_id, found in verbs.items():
+            if not sent:
+                log.warning("reply has no activity id; its buttons will be refused", extra={"request_id": request_id})
+                continue
+            ref = CardRef(service_url=activity.service_url or "", conversation_id=activity.conversation.id,
+                          activity_id=sent, audience="approver" if found & set(VOTES) else "requester",
+                          user_id=getattr(activity.from_property, "id", None))
+            try:
+                await asyncio.to_thread(self.actions.remember_card, request_id, ref)
+            except NotFoundError:
+                pass
 
     # --- messages -------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from services.metrics import DomainMetrics
 from services.ports import Directory, DirectoryError, Ticketing, TicketingUnavailableError
 from services.state import queue as jobs
 from services.state.audit import AuditLog
+from services.state.limiter import PerUserLimit
 from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore, new_request_id
@@ -32,6 +33,13 @@ from services.state.store import RequestStore, new_request_id
 log = logging.getLogger(__name__)
 
 MAX_MINUTES = 24 * 60
+# What anybody who may not see a request is told, word for word what an id that does not exist gets: the answer
+# must not tell a stranger that the request exists.
+NO_SUCH_REQUEST = "There is no such request."
+TOO_MANY_MISSES = "Too many requests you cannot see or that do not exist; try again in a minute."
+# Lookups of requests a person may not see (or that do not exist), per person: a burst, then a steady trickle.
+VIEW_MISS_BURST = 20
+VIEW_MISS_PER_MINUTE = 20
 UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 # Failing rules the requester can fix on the form; anything else becomes a recorded denial.
@@ -127,6 +135,8 @@ class AccessService:
         self.ticketing = ticketing
         self.clock = clock
         self.metrics = DomainMetrics(store.redis, store.keys.p)
+        self.view_misses = PerUserLimit(store.redis, store.keys.p, "view-miss", VIEW_MISS_PER_MINUTE,
+                                        VIEW_MISS_BURST)
 
     # --- facts ----------------------------------------------------------------------------------------------
 
@@ -339,10 +349,27 @@ class AccessService:
         return any(a.object_id == who.object_id.lower() for a in approvers)
 
     def can_view(self, record: RequestRecord, who: Who) -> bool:
-        return self._is_party(record, who) or self._is_current_approver(record, who)
+        """The parties: the requester, the person receiving access, the approvers who may act on it now, and
+        whoever already voted on it (they see the outcome of their own vote)."""
+        return (self._is_party(record, who) or record.voted(who.object_id.lower()) is not None
+                or self._is_current_approver(record, who))
+
+    def view_denied(self, request_id: str, who: Who, action: str, *, exists: bool) -> AccessError:
+        """The one answer for a request this person may not see or that does not exist. Audited
+        (`request.view_denied`) while under the per-person limit; past it, once per minute, so a prober can fill
+        neither the log nor Redis."""
+        oid = who.object_id.lower()
+        if self.view_misses.allow(oid):
+            self.audit.append("request.view_denied", actor=oid, request_id=request_id[:40],
+                              data={"action": action, "exists": exists})
+            return AccessError(NO_SUCH_REQUEST, "unknown_request")
+        if self.store.first_time(f"view-miss-throttled:{oid}", 60):
+            self.audit.append("request.view_denied", actor=oid, request_id=request_id[:40],
+                              data={"action": action, "exists": exists, "throttled": True})
+        return AccessError(TOO_MANY_MISSES, "throttled")
 
     def cancel(self, request_id: str, who: Who) -> ActionResult:
-        record = self._load(request_id)
+        record = self._load(request_id, who, "request.cancel")
         if not self._is_party(record, who):
             self._forbidden("request.cancel", record, who)
         try:
@@ -358,7 +385,7 @@ class AccessService:
         return ActionResult(new, True, "Cancelled.")
 
     def deactivate(self, request_id: str, who: Who) -> ActionResult:
-        record = self._load(request_id)
+        record = self._load(request_id, who, "grant.deactivate")
         if not (self._is_party(record, who) or self._is_current_approver(record, who)):
             self._forbidden("grant.deactivate", record, who)
         if record.state is State.REVOKING:
@@ -377,7 +404,7 @@ class AccessService:
 
     def extend(self, request_id: str, who: Who, minutes: int) -> ActionResult:
         """An extension is a new request linked to the grant; policy runs again on the total duration."""
-        record = self._load(request_id)
+        record = self._load(request_id, who, "grant.extend")
         if not self._is_party(record, who):
             self._forbidden("grant.extend", record, who)
         if record.state is not State.ACTIVE or record.grant is None:
@@ -406,17 +433,18 @@ class AccessService:
             return ActionResult(record, True, f"Extension {new.id} is waiting for approval.", "pending")
         return ActionResult(record, True, f"Extending by {minutes} minutes.", "extending")
 
-    def _load(self, request_id: str) -> RequestRecord:
+    def _load(self, request_id: str, who: Who, action: str) -> RequestRecord:
         record = self.store.get(request_id)
         if record is None:
-            raise AccessError("There is no such request.", "unknown_request")
+            raise self.view_denied(request_id, who, action, exists=False)
         return record
 
     def _forbidden(self, action: str, record: RequestRecord, who: Who) -> None:
+        if not self.can_view(record, who):
+            raise self.view_denied(record.id, who, action, exists=True)
         self.audit.append("action.refused", actor=who.object_id, request_id=record.id,
                           data={"action": action, "code": "not_a_party"})
-        raise AccessError("Only the requester, the person receiving access or a current approver can do that.",
-                          "not_a_party")
+        raise AccessError("Only the requester or the person receiving access can do that.", "not_a_party")
 
     def retry_safe(self, fn: Any, *args: Any) -> Any:
         """Run a state change once more when another process won the race."""
