@@ -157,7 +157,6 @@ async def test_approve_and_deny_racing_100_times_end_in_exactly_one_outcome(prod
                                justification="Rotate the leaked app secrets of the finance integration")
                    for who in people]
         product.run_jobs()  # approval cards to Dana and the channel
-        url = product.service_url
         replies = {}
         for record in records:
             approve = teams.click("dana", "request.approve", record.id)
