@@ -12,7 +12,7 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ChannelAccount
 
-from bot.actions import VOTES, Actions, Origin
+from bot.actions import VOTES, Actions, Origin, thread
 from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
@@ -22,7 +22,7 @@ from policies.model import CardRef
 from services.composition import Services
 from services.errors import NotFoundError
 from services.metrics import METRICS
-from services.ports import TeamsError
+from services.ports import DirectoryError, TeamsError
 from services.settings import Settings
 from services.state.teams_users import TeamsChannel, TeamsUser
 from services.triage import TriageProvider
@@ -205,17 +205,54 @@ class BreakglassBot(TeamsActivityHandler):
             channel = ((data.get("settings") or {}).get("selectedChannel") or {}).get("id") or conversation
             found = TeamsChannel(kind="approvals", service_url=activity.service_url, channel_id=channel,
                                  tenant_id=tenant, team_id=team["id"], name=team.get("name", ""))
-            users = self.services.notifier.users
-            if self.settings.teams_approvals_channel_id is None and users.channel("approvals") is None:
-                # Only the first team the bot is installed into becomes the approvals channel, and only until an
-                # operator sets TEAMS_APPROVALS_CHANNEL_ID; every later install is just logged.
-                await asyncio.to_thread(users.remember_channel, found)
-            log.info("installed in a team", extra={"team": team.get("name"), "channel_id": channel})
+            placed = await asyncio.to_thread(self._place_install, who_of(activity), found, conversation)
+            log.info("installed in a team", extra={"team": team.get("name"), "channel_id": channel,
+                                                   "placed": placed})
             await self._learn_roster(activity.service_url, team["id"], tenant)
         elif welcome and getattr(activity.conversation, "conversation_type", None) == "personal":
             await self._send(activity, [message_card("Hi! Describe the access you need, e.g. \"Need Global Admin "
                                                      "for 30 minutes to fix the CA lockout, INC0012345\". Type "
                                                      "help for commands.")])
+
+    def _place_install(self, installer: Who | None, found: TeamsChannel, conversation: str) -> str:
+        """Whether this install is the approvals team, teaches it (development only, and only when a member of an
+        approver group installs it), or is elsewhere. An install never re-routes an existing channel: one
+        elsewhere is audited (`bot.installed_elsewhere`) and alerted, and nothing else happens."""
+        notifier = self.services.notifier
+        current = notifier.channel("approvals")
+        if current is not None:
+            ours = {thread(current.channel_id), thread(current.team_id)} - {""}
+            if ours & {thread(found.channel_id), thread(found.team_id), thread(conversation)}:
+                return "approvals"
+        elif self.settings.development and installer is not None and self._is_approver(installer.object_id):
+            notifier.users.remember_channel(found)
+            self.services.runtime.audit.append("bot.approvals_channel_learned", actor=installer.object_id,
+                                               data={"team_id": found.team_id, "team_name": found.name[:200],
+                                                     "channel_id": found.channel_id})
+            return "learned"
+        who = installer.object_id if installer is not None else "unknown"
+        self.services.runtime.audit.append("bot.installed_elsewhere", actor=who, data={
+            "team_id": found.team_id, "team_name": found.name[:200], "channel_id": found.channel_id,
+            "installer_name": (installer.name if installer else "")[:200],
+            "approvals_channel": current.channel_id if current else None})
+        notifier.alert("breakglass was installed in a team that is not the approvals channel", [
+            ("Installed by", f"{installer.name if installer else 'unknown'} ({who})"),
+            ("Team", f"{found.name} ({found.team_id})"), ("Channel", found.channel_id),
+            ("What happened", "nothing was re-routed; approval cards, receipts and alerts stay where they were")],
+            "warning")
+        return "elsewhere"
+
+    def _is_approver(self, object_id: str) -> bool:
+        """A member (or backup) of an approver group of the current policy, and a principal the directory knows."""
+        policy = self.services.runtime.policies.current()
+        approvers = {p.object_id for group in policy.approver_groups.values() for p in (*group.members, *group.backup)}
+        if object_id.lower() not in approvers:
+            return False
+        try:
+            principal = self.services.directory.principal(object_id)
+        except DirectoryError:
+            return False
+        return principal is not None and principal.enabled
 
     async def _learn_roster(self, service_url: str, team_id: str, tenant: str) -> None:
         try:

@@ -176,8 +176,17 @@ class Settings(BaseSettings):
                 problems.append("MicrosoftAppTenantId is not set (required for a SingleTenant bot)")
         if not self.served_tenant_id:
             problems.append("no tenant configured: set MicrosoftAppTenantId (or ENTRA_TENANT_ID)")
+        problems.extend(self._problems_channels())
         problems.extend(self._problems_common())
         return problems
+
+    def _problems_channels(self) -> list[str]:
+        # Never learned in production: whoever installed the bot first would otherwise receive every approval card,
+        # receipt and alert.
+        if not self.development and not self.teams_approvals_channel_id:
+            return ["TEAMS_APPROVALS_CHANNEL_ID is not set (required in production: approval cards, receipts and "
+                    "alerts go to this channel, and it is never learned from an install)"]
+        return []
 
     def problems_for_graph(self) -> list[str]:
         problems: list[str] = []
@@ -193,6 +202,7 @@ class Settings(BaseSettings):
         if urlparse(self.entra_authority_host).scheme != "https":
             problems.append("ENTRA_AUTHORITY_HOST must be https (msal refuses anything else)")
         problems.extend(self._problems_itsm())
+        problems.extend(self._problems_channels())
         problems.extend(self._problems_common())
         return problems
 

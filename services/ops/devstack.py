@@ -56,7 +56,9 @@ class DevConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     at: datetime | None = None  # pretend it is this time (development clock offset)
     scale: float = 1.0  # ... and let time run this many times faster
-    approvals_channel: str | None = None  # None: learned when the bot is installed in a team (Playground)
+    # The Playground's (and the demo's) Approvals channel. None: learned when a member of an approver group installs
+    # the bot in a team (development only; production requires TEAMS_APPROVALS_CHANNEL_ID).
+    approvals_channel: str | None = APPROVALS_CHANNEL
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
 
