@@ -305,6 +305,9 @@ class Product:
             "TEAMS_APPROVALS_CHANNEL_ID": APPROVALS_CHANNEL,
             # PIM's 5-minute minimum before a removal is emulated as 0 (as in the tests): seconds-long grants.
             "BREAKGLASS_PIM_MIN_ACTIVE": "0",
+            # One approver clicks thousands of approvals a minute here, far past any person's rate: the per-person
+            # limit (BREAKGLASS_USER_RATE) is off so that the bench measures the approve path, not the limit.
+            "BREAKGLASS_USER_RATE": "0",
         })
         env.update(extra or {})
         return env

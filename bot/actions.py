@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.intake import Intake
+from bot.intake import DRAFT_TTL_S, Intake
 from cards.approval import approval_base_card, approval_card, decided_card
 from cards.intake import IntakeForm
 from cards.lists import message_card
@@ -147,7 +147,7 @@ class Actions:
             await asyncio.to_thread(self.access.record_triage, who, draft_id, meta.get("suggestion"), form,
                                     meta.get("prefill"))
             meta["audited"] = True
-            await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, 86400)
+            await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, DRAFT_TTL_S)
         if not result.accepted:
             return await self.intake.form_again(who, IntakeForm(
                 entitlement=form.entitlement, duration_minutes=form.duration_minutes,

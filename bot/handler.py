@@ -18,12 +18,14 @@ from bot.commands import Commands, parse
 from bot.intake import Intake
 from cards.inspect import executes
 from cards.lists import message_card
+from cards.verbs import Verb
 from policies.model import CardRef
 from services.composition import Services
 from services.errors import NotFoundError
 from services.metrics import METRICS
 from services.ports import DirectoryError, TeamsError
 from services.settings import Settings
+from services.state.limiter import PerUserLimit
 from services.state.teams_users import TeamsChannel, TeamsUser
 from services.triage import TriageProvider
 from services.workflow.access import AccessError, Who
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 CARD = "application/vnd.microsoft.card.adaptive"
 REMEMBER_TTL_S = 300
 REMEMBER_MAX = 10_000
+TOO_FAST = ("You are sending messages faster than breakglass accepts them; wait a minute, then try again. "
+            "(Requests already submitted are not affected.)")
+TOO_FAST_NOTICE_S = 60  # at most one such reply per person per minute, however long the flood
 
 
 def invoke_card(card: dict[str, Any]) -> InvokeResponse:
@@ -71,6 +76,23 @@ class BreakglassBot(TeamsActivityHandler):
         # re-reading the stored user (a thread hop and a Redis GET before the turn) is only worth it when something
         # changed or a while has passed.
         self._remembered = Bounded(REMEMBER_MAX)
+        self.limit = (PerUserLimit(services.runtime.redis, settings.key_prefix, "activity", settings.user_rate_per_min,
+                                   settings.user_burst) if settings.user_rate_per_min > 0 else None)
+
+    async def _allowed(self, who: Who) -> bool:
+        """The person's token bucket: messages, submits and clicks. Over it, nothing is stored."""
+        if self.limit is None:
+            return True
+        if await asyncio.to_thread(self.limit.allow, who.object_id):
+            return True
+        METRICS.http_rejected.labels(reason="user_rate").inc()
+        return False
+
+    async def _too_fast(self, activity: Activity, who: Who) -> None:
+        """One polite reply per person per minute (a reply per message would itself be the flood)."""
+        store = self.services.runtime.store
+        if await asyncio.to_thread(store.first_time, f"too-fast:{who.object_id.lower()}", TOO_FAST_NOTICE_S):
+            await self._send(activity, [message_card(TOO_FAST)])
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -133,10 +155,16 @@ class BreakglassBot(TeamsActivityHandler):
             await self._send(activity, [message_card("I could not tell who you are (no Entra object id).")])
             return
         if isinstance(activity.value, dict) and activity.value.get("verb"):
+            if not await self._allowed(who):
+                await self._too_fast(activity, who)
+                return
             await self._legacy_submit(activity, who)
             return
         text = (TurnContext.remove_recipient_mention(activity) or activity.text or "").strip()
         if not text:
+            return
+        if not await self._allowed(who):
+            await self._too_fast(activity, who)
             return
         if activity.id and not await asyncio.to_thread(
                 self.services.runtime.store.first_time, f"message:{activity.conversation.id}:{activity.id}"):
@@ -181,6 +209,9 @@ class BreakglassBot(TeamsActivityHandler):
             return invoke_error(401, "Unauthorized", "Could not identify you (no Entra object id).")
         if not verb:
             return invoke_error(400, "BadRequest", "The action has no verb.")
+        # Teams sends a refresh for every view of a refreshable card: not the person's doing, never counted.
+        if verb != Verb.REQUEST_REFRESH and not await self._allowed(who):
+            return invoke_card(message_card(TOO_FAST))
         card = await self.actions.dispatch(verb, who, data, origin_of(activity))
         return invoke_card(card)
 

@@ -17,7 +17,10 @@ from services.triage import TriageProvider, prefill
 from services.workflow.access import Who
 
 log = logging.getLogger(__name__)
-DRAFT_TTL_S = 86400
+# A form is filled in minutes; its draft (what triage suggested, for the audit at submit) lives two hours, and only
+# a person's newest few are kept. A form submitted later still works; only the triage audit is lost.
+DRAFT_TTL_S = 2 * 3600
+DRAFTS_PER_PERSON = 5
 DEFAULT_MINUTES = 60
 
 
@@ -57,7 +60,8 @@ class Intake:
                 "prefill": {"entitlement": filled.entitlement, "duration_minutes": filled.duration_minutes,
                             "justification": filled.justification, "ticket": filled.ticket, "target": filled.target},
                 "dropped": list(filled.dropped)}
-        await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, DRAFT_TTL_S)
+        await asyncio.to_thread(self.services.runtime.store.put_draft, who.object_id, draft_id, meta, DRAFT_TTL_S,
+                                DRAFTS_PER_PERSON)
         minutes = filled.duration_minutes
         if minutes is None:
             # Nothing recognised: offer an hour (or less, if the suggested role allows less); the human can change it.

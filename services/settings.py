@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     port: int = Field(3978, ge=0, le=65535, validation_alias=_env("BREAKGLASS_PORT", "PORT"))
     public_base_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_PUBLIC_URL"))
     max_body_bytes: int = Field(256 * 1024, ge=1024, validation_alias=_env("BREAKGLASS_MAX_BODY_BYTES"))
+    # Per person: chat messages, form submits and card clicks (Teams' own card refreshes are not counted). A burst,
+    # then this many a minute; 0 turns the limit off.
+    user_rate_per_min: float = Field(30.0, ge=0, le=6000, validation_alias=_env("BREAKGLASS_USER_RATE"))
+    user_burst: int = Field(20, ge=1, le=1000, validation_alias=_env("BREAKGLASS_USER_BURST"))
     # Bot Framework OpenID metadata override: only for tests against a local JWKS (see PROTOCOL_NOTES §1).
     bot_openid_metadata_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_BOT_OPENID_METADATA_URL"))
     teams_service_url: str = Field("https://smba.trafficmanager.net/emea/",
