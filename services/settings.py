@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         "SingleTenant", validation_alias=_env("MicrosoftAppType", "MICROSOFT_APP_TYPE"))
     host: str = Field("127.0.0.1", validation_alias=_env("BREAKGLASS_HOST"))
     port: int = Field(3978, ge=0, le=65535, validation_alias=_env("BREAKGLASS_PORT", "PORT"))
+    # /metrics and /readyz tell how many people hold elevated roles right now: they are served on their own
+    # listener, loopback by default, never on the public one. Port 0 picks a free port (tests, dev stacks).
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("BREAKGLASS_METRICS_HOST"))
+    metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("BREAKGLASS_METRICS_PORT"))
     public_base_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_PUBLIC_URL"))
     max_body_bytes: int = Field(256 * 1024, ge=1024, validation_alias=_env("BREAKGLASS_MAX_BODY_BYTES"))
     # Per person: chat messages, form submits and card clicks (Teams' own card refreshes are not counted). A burst,

@@ -184,7 +184,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         at = next_monday_10_berlin() if args.at.lower() == "monday" else datetime.fromisoformat(args.at)
         # Without an offset the time is UTC; with one, convert, since the banner and the clock work in UTC.
         at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
-    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+    fixed = {"entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "metrics": 3995}
     config = DevConfig(data_dir=args.data_dir,
                        ports={"bot": args.port, **({k: 0 for k in fixed} if args.any_ports else fixed)},
                        at=at, scale=args.speed)

