@@ -119,8 +119,17 @@ def wait_idle(client: redis.Redis, timeout: float = 600, settle: float = 0.0) ->
     return time.monotonic() - began
 
 
-def approve_activity(request_id: str, service_url: str, alias: str = "dana") -> dict[str, Any]:
-    return invoke(alias, "request.approve", {"requestId": request_id}, service_url)
+def approve_activity(store: Any, request_id: str, service_url: str, alias: str = "dana") -> dict[str, Any]:
+    """Dana's click on the approvals channel's copy of the request's card (she has no personal chat in the bench),
+    as Teams sends it: replying to that card activity, with the card's terms digest."""
+    record = store.require(request_id)
+    ref = next((c for c in record.cards if c.audience == "channel"), None)
+    if ref is None:
+        raise RuntimeError(f"{request_id} has no channel card to click (notifications not drained?)")
+    activity = invoke(alias, "request.approve", {"requestId": request_id, "terms": record.terms_digest}, service_url,
+                      reply_to_id=ref.activity_id, conversation=ref.conversation_id)
+    activity["conversation"]["conversationType"] = "channel"
+    return activity
 
 
 def refresh_activity(request_id: str, service_url: str, alias: str = "morgan") -> dict[str, Any]:

@@ -261,6 +261,7 @@ class Product:
         self.children: dict[str, Child] = {}
         self.worker_args: list[str] = []  # e.g. ["--fork"] (python -m bench --fork)
         self.bot_port = 0
+        self.metrics_port = 0
         self.env: dict[str, str] = {}
         self._generation = 0
 
@@ -271,6 +272,11 @@ class Product:
     @property
     def bot_url(self) -> str:
         return f"http://127.0.0.1:{self.bot_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The bot's loopback-only listener for /readyz and /metrics."""
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def base_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         urls = self.emulators.urls
@@ -286,6 +292,7 @@ class Product:
             "BREAKGLASS_CLOCK_OFFSET": repr(self.offset_s),
             "BREAKGLASS_HOST": "127.0.0.1",
             "BREAKGLASS_PORT": str(self.bot_port),
+            "BREAKGLASS_METRICS_PORT": str(self.metrics_port),
             "MicrosoftAppId": BOT_APP_ID,
             "MicrosoftAppPassword": BOT_APP_SECRET,
             "MicrosoftAppTenantId": TENANT,
@@ -305,6 +312,9 @@ class Product:
             "TEAMS_APPROVALS_CHANNEL_ID": APPROVALS_CHANNEL,
             # PIM's 5-minute minimum before a removal is emulated as 0 (as in the tests): seconds-long grants.
             "BREAKGLASS_PIM_MIN_ACTIVE": "0",
+            # One approver clicks thousands of approvals a minute here, far past any person's rate: the per-person
+            # limit (BREAKGLASS_USER_RATE) is off so that the bench measures the approve path, not the limit.
+            "BREAKGLASS_USER_RATE": "0",
         })
         env.update(extra or {})
         return env
@@ -312,6 +322,7 @@ class Product:
     def start(self, config: ProductConfig) -> None:
         self._generation += 1
         self.bot_port = free_port()
+        self.metrics_port = free_port()
         self.env = self.base_env(config.env)
         if config.bot:
             self._spawn("bot", ["serve"])
@@ -347,7 +358,7 @@ class Product:
                     raise RuntimeError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
             if config.bot:
                 try:
-                    with urllib.request.urlopen(self.bot_url + "/readyz", timeout=2) as response:
+                    with urllib.request.urlopen(self.metrics_url + "/readyz", timeout=2) as response:
                         if response.status != 200:
                             return False
                 except OSError:

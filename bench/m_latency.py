@@ -116,7 +116,7 @@ def measure_floor_and_approve(ctx: Ctx, *, approve: bool = True) -> list[Row]:
         bot = BotClient(product.bot_url, token)
         warm, pending = pending[:3], pending[3:]
         for record in warm:  # warm-up: the bot fetches the JWKS, renders its first cards, workers their first jobs
-            bot.post(approve_activity(record.id, product.service_url))
+            bot.post(approve_activity(services.runtime.store, record.id, product.service_url))
             wait_idle(client, settle=0.3)
         paired: list[tuple[float, float, float]] = []  # (floor, hop, post) sampled idle, right before a click
         batch: list[float] = []
@@ -136,9 +136,10 @@ def measure_floor_and_approve(ctx: Ctx, *, approve: bool = True) -> list[Row]:
                 if not approve:
                     continue
                 record = pending[rep * clicks + i]
+                click = approve_activity(services.runtime.store, record.id, product.service_url)
                 time.sleep(0.2)  # the floor sample left no job behind: idle as long as before the sample
                 t0 = time.time()
-                status, body = bot.post(approve_activity(record.id, product.service_url))
+                status, body = bot.post(click)
                 http_ms = ms(time.time() - t0)
                 if status != 200 or not invoke_ok(body):
                     raise RuntimeError(f"approve click answered {status}: {body[:300]!r}")
@@ -220,11 +221,12 @@ def measure_ack(ctx: Ctx) -> list[Row]:
         token = ctx.stack.emulators.mint(product.service_url)
         bot = BotClient(product.bot_url, token)
         for record in pending[:3]:
-            bot.post(approve_activity(record.id, product.service_url))
+            bot.post(approve_activity(services.runtime.store, record.id, product.service_url))
         bot.close()
         wait_idle(client, settle=0.5)
         raw = [loadgen.build_request(product.bot_url + "/api/messages",
-                                     json.dumps(approve_activity(r.id, product.service_url)).encode(),
+                                     json.dumps(approve_activity(services.runtime.store, r.id,
+                                                                 product.service_url)).encode(),
                                      {"Authorization": f"Bearer {token}"}) for r in pending[3:]]
         cpu = {name: product.cpu_seconds(name) for name in product.children}
         result = loadgen.open_loop(product.bot_url, raw, sizes.ack_rate, max_connections=64, keep_bodies=True)

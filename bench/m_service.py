@@ -143,7 +143,7 @@ def measure_memory(ctx: Ctx) -> list[Row]:
     rng = random.Random(11)
     for i in range(sizes.memory_requests):
         record = next(approvals, None) if i % every == 0 else None
-        activity = (approve_activity(record.id, product.service_url) if record is not None
+        activity = (approve_activity(services.runtime.store, record.id, product.service_url) if record is not None
                     else refresh_activity(rng.choice(pending).id, product.service_url))
         raw.append(loadgen.build_request(url, json.dumps(activity).encode(), header))
     result = loadgen.open_loop(url, raw, 150, max_connections=64, grace_s=900)

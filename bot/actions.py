@@ -1,5 +1,13 @@
 """Card verbs: each one reloads state, authorises the clicker by object id, writes once, enqueues the rest and
-returns the card the clicker should now see. Card data is only ever used to find the request."""
+returns the card the clicker should now see. Card data is only ever used to find the request.
+
+Before any verb runs, two checks, in this order:
+- the clicker may see the request (a party, or the click comes from the approvals channel's copy); anybody else
+  gets exactly what an unknown id gets, so a stranger cannot even learn that the request exists;
+- the click is bound to its card: it replies to one of the card activities stored for that request, and a vote
+  carries the card's terms digest. A click sent from another request's card (with this one's id) is refused as
+  out of date and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.intake import Intake, provenance_of
-from cards.approval import approval_card, decided_card
+from bot.intake import DRAFT_TTL_S, Intake, provenance_of
+from cards.approval import approval_base_card, approval_card, decided_card
 from cards.intake import IntakeForm
 from cards.lists import message_card
 from cards.notice import with_notice
@@ -27,6 +35,13 @@ log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"^BG-[A-Z0-9]{6}$")
 # What an approve/deny click can legitimately carry: the card's own data, the deny reason input, Teams' envelope.
 VOTE_FIELDS = frozenset({"requestId", "terms", "reason", "comment", "msteams"})
+VOTES = frozenset({Verb.REQUEST_APPROVE, Verb.REQUEST_DENY})
+OUT_OF_DATE = "This card is out of date; use the latest card breakglass sent for this request."
+
+
+def thread(conversation_id: str) -> str:
+    """A channel conversation without its `;messageid=` suffix (the same thread, addressed either way)."""
+    return conversation_id.split(";", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -62,17 +77,63 @@ class Actions:
                                         data={"verb": verb, "code": "malformed_request_id",
                                               "request_id": request_id[:40]})
                 return message_card("This card does not refer to a valid request.")
+            record = await asyncio.to_thread(self.services.runtime.store.get, request_id)
+            if record is None or not await self._may_see(record, who, origin):
+                raise await asyncio.to_thread(self.access.view_denied, request_id, who, verb,
+                                              exists=record is not None)
+            if chosen is Verb.REQUEST_REFRESH:
+                return await self._view(record, who, origin)
+            if not self._bound(record, chosen, data, origin):
+                await asyncio.to_thread(self.services.runtime.audit.append, "action.refused", actor=who.object_id,
+                                        request_id=record.id, data={
+                                            "verb": verb, "code": "card_out_of_date",
+                                            "reply_to_id": (origin.reply_to_id or "")[:100],
+                                            "conversation_id": origin.conversation_id[:200],
+                                            "terms_given": bool(data.get("terms"))})
+                return message_card(OUT_OF_DATE)
             handler = {
                 Verb.REQUEST_APPROVE: self.approve,
                 Verb.REQUEST_DENY: self.deny,
                 Verb.REQUEST_CANCEL: self.cancel,
-                Verb.REQUEST_REFRESH: self.refresh,
                 Verb.GRANT_DEACTIVATE: self.deactivate,
                 Verb.GRANT_EXTEND: self.extend,
             }[chosen]
-            return await handler(request_id, who, data)
+            return await handler(request_id, who, data, origin)
         except AccessError as exc:
             return message_card(exc.message)
+
+    # --- who may see, and which card a click came from ------------------------------------------------------
+
+    async def _may_see(self, record: RequestRecord, who: Who, origin: Origin) -> bool:
+        return self._channel_copy(record, origin) or await asyncio.to_thread(self.access.can_view, record, who)
+
+    def _channel_copy(self, record: RequestRecord, origin: Origin) -> bool:
+        """The click comes from the approvals channel, where this request's read-only copy was posted: everyone
+        in that channel already sees it."""
+        channel = self.services.notifier.channel("approvals")
+        if channel is None or thread(origin.conversation_id) != thread(channel.channel_id):
+            return False
+        return any(c.audience == "channel" and thread(c.conversation_id) == thread(origin.conversation_id)
+                   for c in record.cards)
+
+    @staticmethod
+    def _bound(record: RequestRecord, verb: Verb, data: dict[str, Any], origin: Origin) -> bool:
+        if verb in VOTES and not data.get("terms"):
+            return False
+        if not origin.reply_to_id:
+            return False
+        return any(c.activity_id == origin.reply_to_id and thread(c.conversation_id) == thread(origin.conversation_id)
+                   for c in record.cards)
+
+    async def _view(self, record: RequestRecord, who: Who, origin: Origin) -> dict[str, Any]:
+        """What this clicker is shown: their own view if they are a party, else the channel's read-only copy (the
+        only other way past `_may_see`)."""
+        if await asyncio.to_thread(self.access.can_view, record, who):
+            return await self.view_for(record, who)
+        now = self._now()
+        if record.state is State.PENDING_APPROVAL:
+            return approval_base_card(record, now, await asyncio.to_thread(self._teams_ids, record))
+        return decided_card(record, now)
 
     # --- verbs ----------------------------------------------------------------------------------------------
 
@@ -88,7 +149,7 @@ class Actions:
             await asyncio.to_thread(self.access.record_triage, who, draft_id, meta.get("suggestion"), form,
                                     meta.get("prefill"), provenance)
             meta["audited"] = True
-            await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, 86400)
+            await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, DRAFT_TTL_S)
         if not result.accepted:
             return await self.intake.form_again(who, IntakeForm(
                 entitlement=form.entitlement, duration_minutes=form.duration_minutes,
@@ -97,7 +158,7 @@ class Actions:
         record = result.record
         assert record is not None
         if origin.reply_to_id:
-            record = await asyncio.to_thread(self._remember_card, record.id, CardRef(
+            record = await asyncio.to_thread(self.remember_card, record.id, CardRef(
                 service_url=origin.service_url, conversation_id=origin.conversation_id,
                 activity_id=origin.reply_to_id, audience="requester", user_id=origin.teams_id))
         # A denial's card lists its reasons: the notice does not repeat them.
@@ -106,32 +167,33 @@ class Actions:
         return with_notice(request_card(record, now=self._now(), viewer="requester"), notice,
                            "good" if record.state is not State.DENIED else "attention")
 
-    async def approve(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._vote(request_id, who, Verdict.APPROVE, data)
+    async def approve(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
+        return await self._vote(request_id, who, Verdict.APPROVE, data, origin)
 
-    async def deny(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
-        return await self._vote(request_id, who, Verdict.DENY, data)
+    async def deny(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
+        return await self._vote(request_id, who, Verdict.DENY, data, origin)
 
-    async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any]) -> dict[str, Any]:
+    async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any],
+                    origin: Origin) -> dict[str, Any]:
         terms = data.get("terms")
         reason = clean_input(data.get("reason") or data.get("comment") or "", 1000)
         altered = tuple(sorted(str(k)[:40] for k in set(data) - VOTE_FIELDS))[:10]
         result = await asyncio.to_thread(self.access.vote, request_id, who, verdict, reason=reason,
                                          terms=str(terms) if terms else None, altered=altered)
-        card = await self.view_for(result.record, who)
+        card = await self._view(result.record, who, origin)
         return with_notice(card, result.message, "good" if result.changed else "warning")
 
-    async def cancel(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
+    async def cancel(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
         result = await asyncio.to_thread(self.access.cancel, request_id, who)
         return with_notice(request_card(result.record, now=self._now(), viewer="requester"), result.message,
                            "good" if result.changed else "warning")
 
-    async def deactivate(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
+    async def deactivate(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
         result = await asyncio.to_thread(self.access.deactivate, request_id, who)
-        card = await self.view_for(result.record, who)
+        card = await self._view(result.record, who, origin)
         return with_notice(card, result.message, "good" if result.changed else "warning")
 
-    async def extend(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
+    async def extend(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
         try:
             minutes = int(str(data.get("minutes", "")).strip())
         except ValueError:
@@ -140,17 +202,11 @@ class Actions:
         return with_notice(request_card(result.record, now=self._now(), viewer="requester"), result.message,
                            "good" if result.changed else "warning")
 
-    async def refresh(self, request_id: str, who: Who, data: dict[str, Any]) -> dict[str, Any]:
-        record = await asyncio.to_thread(self.services.runtime.store.get, request_id)
-        if record is None:
-            return message_card("There is no such request.")
-        return await self.view_for(record, who)
-
     # --- views ----------------------------------------------------------------------------------------------
 
     async def view_for(self, record: RequestRecord, who: Who) -> dict[str, Any]:
-        """The card this person may see: approvers get buttons while the request is pending, the requester
-        their own controls, everyone else the read-only view."""
+        """The card a party sees (callers check `AccessService.can_view` first): approvers get buttons while the
+        request is pending, the requester their own controls, an approver of a decided request its outcome."""
         now = self._now()
         oid = who.object_id.lower()
         if oid in {record.request.requester, record.request.target}:
@@ -172,7 +228,7 @@ class Actions:
         approvers = current_approvers(record, self.services.runtime.policies.current(), self._now())
         return self.services.notifier.teams_ids(approvers)
 
-    def _remember_card(self, request_id: str, ref: CardRef) -> RequestRecord:
+    def remember_card(self, request_id: str, ref: CardRef) -> RequestRecord:
         now = self._now()
 
         def change(r: RequestRecord) -> RequestRecord:

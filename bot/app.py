@@ -1,4 +1,6 @@
-"""The aiohttp application: /api/messages (Teams), /healthz, /readyz, /metrics and the ITSM webhooks.
+"""The aiohttp applications. Public: /api/messages (Teams), the ITSM webhooks and /healthz (for load balancers).
+Operations, on their own listener (BREAKGLASS_METRICS_HOST/PORT, loopback by default): /readyz and /metrics, which
+tell how many people hold elevated roles right now, and /healthz.
 
 Every bad request gets a short 4xx and no stack trace: body problems 400/413/415, token problems 401 (whatever
 exception botbuilder raises while validating), another tenant or channel 403, audited before any state lookup.
@@ -37,6 +39,7 @@ MAX_AUTH_HEADER = 16 * 1024
 # headers (up to a bounded 2 MiB) reach the endpoint so they get the same 401 as any other bad token.
 SERVER_LIMITS = {"max_field_size": 2 * 1024 * 1024, "max_line_size": 16 * 1024}
 APP_KEY = web.AppKey("breakglass", dict)
+OPS_RUNNER_KEY = web.AppKey("ops_runner", web.AppRunner)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -236,8 +239,19 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[APP_KEY] = {"endpoint": endpoint, "bot": bot}
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    app.router.add_post("/api/messages", endpoint.handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/itsm/{provider}", webhook.handle)
+    add_legal_pages(app, settings)
+    return app
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_ops_app(services: Services) -> web.Application:
+    """/readyz and /metrics: never on the public listener (see `serve_ops`)."""
 
     async def readyz(_: web.Request) -> web.Response:
         problems = []
@@ -259,10 +273,26 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
     async def metrics(_: web.Request) -> web.Response:
         return metrics_response(services.runtime.store)
 
-    app.router.add_post("/api/messages", endpoint.handle)
+    app = web.Application(client_max_size=64 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_post("/api/itsm/{provider}", webhook.handle)
-    add_legal_pages(app, settings)
     return app
+
+
+def serve_ops(app: web.Application, ops: web.Application, host: str, port: int) -> None:
+    """Run `ops` on its own listener for as long as `app` runs (started and stopped with it)."""
+    async def start(_: web.Application) -> None:
+        runner = web.AppRunner(ops, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        app[OPS_RUNNER_KEY] = runner
+        # With port 0 the address says which port was picked.
+        log.info("metrics and readiness listening", extra={"listen": [list(a)[:2] for a in runner.addresses]})
+
+    async def stop(_: web.Application) -> None:
+        if OPS_RUNNER_KEY in app:
+            await app[OPS_RUNNER_KEY].cleanup()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)

@@ -12,16 +12,21 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ChannelAccount
 
-from bot.actions import Actions, Origin
+from bot.actions import VOTES, Actions, Origin, thread
 from bot.clients import Bounded
 from bot.commands import Commands, parse
 from bot.intake import Intake
+from cards.inspect import executes
 from cards.lists import message_card
+from cards.verbs import Verb
+from policies.model import CardRef
 from policies.text import clean_input, one_line
 from services.composition import Services
+from services.errors import NotFoundError
 from services.metrics import METRICS
-from services.ports import TeamsError
+from services.ports import DirectoryError, TeamsError
 from services.settings import Settings
+from services.state.limiter import PerUserLimit
 from services.state.teams_users import TeamsChannel, TeamsUser
 from services.triage import TriageProvider
 from services.workflow.access import AccessError, Who
@@ -31,6 +36,9 @@ log = logging.getLogger(__name__)
 CARD = "application/vnd.microsoft.card.adaptive"
 REMEMBER_TTL_S = 300
 REMEMBER_MAX = 10_000
+TOO_FAST = ("You are sending messages faster than breakglass accepts them; wait a minute, then try again. "
+            "(Requests already submitted are not affected.)")
+TOO_FAST_NOTICE_S = 60  # at most one such reply per person per minute, however long the flood
 
 
 def invoke_card(card: dict[str, Any]) -> InvokeResponse:
@@ -69,6 +77,23 @@ class BreakglassBot(TeamsActivityHandler):
         # re-reading the stored user (a thread hop and a Redis GET before the turn) is only worth it when something
         # changed or a while has passed.
         self._remembered = Bounded(REMEMBER_MAX)
+        self.limit = (PerUserLimit(services.runtime.redis, settings.key_prefix, "activity", settings.user_rate_per_min,
+                                   settings.user_burst) if settings.user_rate_per_min > 0 else None)
+
+    async def _allowed(self, who: Who) -> bool:
+        """The person's token bucket: messages, submits and clicks. Over it, nothing is stored."""
+        if self.limit is None:
+            return True
+        if await asyncio.to_thread(self.limit.allow, who.object_id):
+            return True
+        METRICS.http_rejected.labels(reason="user_rate").inc()
+        return False
+
+    async def _too_fast(self, activity: Activity, who: Who) -> None:
+        """One polite reply per person per minute (a reply per message would itself be the flood)."""
+        store = self.services.runtime.store
+        if await asyncio.to_thread(store.first_time, f"too-fast:{who.object_id.lower()}", TOO_FAST_NOTICE_S):
+            await self._send(activity, [message_card(TOO_FAST)])
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -96,10 +121,31 @@ class BreakglassBot(TeamsActivityHandler):
     async def _send(self, activity: Activity, cards: list[dict[str, Any]]) -> None:
         for card in cards:
             try:
-                await asyncio.to_thread(self.services.teams.reply, activity.service_url, activity.conversation.id,
-                                        activity.id, card_activity(card))
+                sent = await asyncio.to_thread(self.services.teams.reply, activity.service_url,
+                                               activity.conversation.id, activity.id, card_activity(card))
             except TeamsError as exc:
                 log.warning("reply failed", extra={"status": exc.status, "conversation": activity.conversation.id})
+                continue
+            await self._remember_buttons(activity, card, sent)
+
+    async def _remember_buttons(self, activity: Activity, card: dict[str, Any], sent: str) -> None:
+        """A reply whose buttons act on a request (the `pending` list, a command's answer) becomes one of that
+        request's card copies: clicks are only accepted from stored copies, and every copy follows the request."""
+        verbs: dict[str, set[str]] = {}
+        for verb, data in executes(card):
+            if isinstance(data.get("requestId"), str):
+                verbs.setdefault(data["requestId"], set()).add(verb)
+        for request_id, found in verbs.items():
+            if not sent:
+                log.warning("reply has no activity id; its buttons will be refused", extra={"request_id": request_id})
+                continue
+            ref = CardRef(service_url=activity.service_url or "", conversation_id=activity.conversation.id,
+                          activity_id=sent, audience="approver" if found & set(VOTES) else "requester",
+                          user_id=getattr(activity.from_property, "id", None))
+            try:
+                await asyncio.to_thread(self.actions.remember_card, request_id, ref)
+            except NotFoundError:
+                pass
 
     # --- messages -------------------------------------------------------------------------------------------
 
@@ -110,10 +156,16 @@ class BreakglassBot(TeamsActivityHandler):
             await self._send(activity, [message_card("I could not tell who you are (no Entra object id).")])
             return
         if isinstance(activity.value, dict) and activity.value.get("verb"):
+            if not await self._allowed(who):
+                await self._too_fast(activity, who)
+                return
             await self._legacy_submit(activity, who)
             return
         text = clean_input(TurnContext.remove_recipient_mention(activity) or activity.text or "", 4000)
         if not text:
+            return
+        if not await self._allowed(who):
+            await self._too_fast(activity, who)
             return
         if activity.id and not await asyncio.to_thread(
                 self.services.runtime.store.first_time, f"message:{activity.conversation.id}:{activity.id}"):
@@ -158,6 +210,9 @@ class BreakglassBot(TeamsActivityHandler):
             return invoke_error(401, "Unauthorized", "Could not identify you (no Entra object id).")
         if not verb:
             return invoke_error(400, "BadRequest", "The action has no verb.")
+        # Teams sends a refresh for every view of a refreshable card: not the person's doing, never counted.
+        if verb != Verb.REQUEST_REFRESH and not await self._allowed(who):
+            return invoke_card(message_card(TOO_FAST))
         card = await self.actions.dispatch(verb, who, data, origin_of(activity))
         return invoke_card(card)
 
@@ -182,17 +237,54 @@ class BreakglassBot(TeamsActivityHandler):
             channel = ((data.get("settings") or {}).get("selectedChannel") or {}).get("id") or conversation
             found = TeamsChannel(kind="approvals", service_url=activity.service_url, channel_id=channel,
                                  tenant_id=tenant, team_id=team["id"], name=team.get("name", ""))
-            users = self.services.notifier.users
-            if self.settings.teams_approvals_channel_id is None and users.channel("approvals") is None:
-                # Only the first team the bot is installed into becomes the approvals channel, and only until an
-                # operator sets TEAMS_APPROVALS_CHANNEL_ID; every later install is just logged.
-                await asyncio.to_thread(users.remember_channel, found)
-            log.info("installed in a team", extra={"team": team.get("name"), "channel_id": channel})
+            placed = await asyncio.to_thread(self._place_install, who_of(activity), found, conversation)
+            log.info("installed in a team", extra={"team": team.get("name"), "channel_id": channel,
+                                                   "placed": placed})
             await self._learn_roster(activity.service_url, team["id"], tenant)
         elif welcome and getattr(activity.conversation, "conversation_type", None) == "personal":
             await self._send(activity, [message_card("Hi! Describe the access you need, e.g. \"Need Global Admin "
                                                      "for 30 minutes to fix the CA lockout, INC0012345\". Type "
                                                      "help for commands.")])
+
+    def _place_install(self, installer: Who | None, found: TeamsChannel, conversation: str) -> str:
+        """Whether this install is the approvals team, teaches it (development only, and only when a member of an
+        approver group installs it), or is elsewhere. An install never re-routes an existing channel: one
+        elsewhere is audited (`bot.installed_elsewhere`) and alerted, and nothing else happens."""
+        notifier = self.services.notifier
+        current = notifier.channel("approvals")
+        if current is not None:
+            ours = {thread(current.channel_id), thread(current.team_id)} - {""}
+            if ours & {thread(found.channel_id), thread(found.team_id), thread(conversation)}:
+                return "approvals"
+        elif self.settings.development and installer is not None and self._is_approver(installer.object_id):
+            notifier.users.remember_channel(found)
+            self.services.runtime.audit.append("bot.approvals_channel_learned", actor=installer.object_id,
+                                               data={"team_id": found.team_id, "team_name": found.name[:200],
+                                                     "channel_id": found.channel_id})
+            return "learned"
+        who = installer.object_id if installer is not None else "unknown"
+        self.services.runtime.audit.append("bot.installed_elsewhere", actor=who, data={
+            "team_id": found.team_id, "team_name": found.name[:200], "channel_id": found.channel_id,
+            "installer_name": (installer.name if installer else "")[:200],
+            "approvals_channel": current.channel_id if current else None})
+        notifier.alert("breakglass was installed in a team that is not the approvals channel", [
+            ("Installed by", f"{installer.name if installer else 'unknown'} ({who})"),
+            ("Team", f"{found.name} ({found.team_id})"), ("Channel", found.channel_id),
+            ("What happened", "nothing was re-routed; approval cards, receipts and alerts stay where they were")],
+            "warning")
+        return "elsewhere"
+
+    def _is_approver(self, object_id: str) -> bool:
+        """A member (or backup) of an approver group of the current policy, and a principal the directory knows."""
+        policy = self.services.runtime.policies.current()
+        approvers = {p.object_id for group in policy.approver_groups.values() for p in (*group.members, *group.backup)}
+        if object_id.lower() not in approvers:
+            return False
+        try:
+            principal = self.services.directory.principal(object_id)
+        except DirectoryError:
+            return False
+        return principal is not None and principal.enabled
 
     async def _learn_roster(self, service_url: str, team_id: str, tenant: str) -> None:
         try:

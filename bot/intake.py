@@ -18,7 +18,10 @@ from services.triage import TriageProvider, prefill
 from services.workflow.access import IntakeInput, Who
 
 log = logging.getLogger(__name__)
-DRAFT_TTL_S = 86400
+# A form is filled in minutes; its draft (what triage suggested, for the audit at submit) lives two hours, and only
+# a person's newest few are kept. A form submitted later still works; only the triage audit is lost.
+DRAFT_TTL_S = 2 * 3600
+DRAFTS_PER_PERSON = 5
 DEFAULT_MINUTES = 60
 
 
@@ -79,7 +82,8 @@ class Intake:
                 "origins": origins, "asked": asked.id if asked else None,
                 "asked_name": asked.display_name if asked else "",
                 "dropped": list(filled.dropped)}
-        await asyncio.to_thread(self.services.runtime.store.put_doc, "draft-meta", draft_id, meta, DRAFT_TTL_S)
+        await asyncio.to_thread(self.services.runtime.store.put_draft, who.object_id, draft_id, meta, DRAFT_TTL_S,
+                                DRAFTS_PER_PERSON)
         return intake_card(choices_for(policy, requester), form, draft_id=draft_id, triage_notes=filled.notes,
                            suggested_by_ai=frozenset(f for f, o in origins.items() if o == "ai"),
                            allow_other_target=allow_other_target)

@@ -2,9 +2,11 @@
 
 A ServiceNow Business Rule (or Flow step, or the equivalent automation in Freshservice/Halo) posts a small JSON
 body signed with HMAC-SHA256 over "<timestamp>.<body>" (header X-Breakglass-Signature: sha256=<hex>, header
-X-Breakglass-Timestamp: unix seconds). A stale timestamp or a replayed signature is refused. The request is
-created on behalf of the ticket's caller and goes through exactly the same policy as a chat request; the caller
-gets the request card in Teams. See docs/deploy-azure.md for the Business Rule script.
+X-Breakglass-Timestamp: unix seconds). A stale timestamp or a replayed MAC (in any spelling) is refused. The request
+is created on behalf of `requested_for`, who must be the ticket's caller as the ticketing system reports it (or,
+only where the policy says `webhooks: {requested_for: assignment_group}`, its assignee or a member of its assignment
+group), and goes through exactly the same policy as a chat request; that person gets the request card in Teams.
+See docs/deploy-azure.md for the Business Rule script.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from policies.document import PolicyDocument
 from policies.durations import DurationError, parse_duration
+from policies.model import Principal
 from policies.text import clean_input, one_line
 from services.composition import Services
 from services.settings import Settings
@@ -37,11 +41,13 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def signature_ok(secret: bytes, timestamp: str, body: bytes, given: str) -> bool:
-    """Hex (most HTTP clients) or base64 (ServiceNow's GlideCertificateEncryption.generateMac) encodings."""
+def verified_mac(secret: bytes, timestamp: str, body: bytes, given: str) -> bytes | None:
+    """Hex (most HTTP clients) or base64 (ServiceNow's GlideCertificateEncryption.generateMac) encodings: the MAC
+    bytes when `given` is a valid spelling of them, else None. Replays are keyed on these bytes, never
+    on the header string: one MAC has several spellings (hex, base64), and each must count as the same delivery."""
     digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).digest()
     candidates = ["sha256=" + digest.hex(), "sha256=" + base64.b64encode(digest).decode()]
-    return any(hmac.compare_digest(given.encode(), c.encode()) for c in candidates)
+    return digest if any(hmac.compare_digest(given.encode(), c.encode()) for c in candidates) else None
 
 
 class TicketTrigger(BaseModel):
@@ -108,10 +114,11 @@ class ItsmWebhook:
             return _error(401, "missing or malformed timestamp")
         if skew > self.settings.itsm_webhook_max_skew_s:
             return _error(401, "timestamp outside the replay window")
-        if not signature_ok(secret.get_secret_value().encode(), stamp, body, given):
+        digest = verified_mac(secret.get_secret_value().encode(), stamp, body, given)
+        if digest is None:
             return _error(401, "bad signature")
         store = self.services.runtime.store
-        if not await asyncio.to_thread(store.first_time, f"webhook:{hashlib.sha256(given.encode()).hexdigest()}",
+        if not await asyncio.to_thread(store.first_time, f"webhook:{digest.hex()}",
                                        2 * self.settings.itsm_webhook_max_skew_s):
             return _error(409, "replayed delivery")
         try:
@@ -130,6 +137,13 @@ class ItsmWebhook:
                                     data={"ticket": trigger.ticket, "reason": exc.message})
             return _error(422, exc.message)
         policy = self.services.runtime.policies.current()
+        refusal = await asyncio.to_thread(self._not_allowed_for, trigger.ticket.upper(), caller, policy)
+        if refusal is not None:
+            status, reason = refusal
+            await asyncio.to_thread(audit.append, "itsm.trigger_rejected", actor=f"itsm:{provider}",
+                                    data={"ticket": trigger.ticket, "requested_for": caller.object_id,
+                                          "reason": reason})
+            return _error(status, reason)
         wanted = trigger.role.strip().lower()
         entitlement = next((e.id for e in policy.entitlements if wanted in {e.id, e.display_name.lower()}), None)
         if entitlement is None:
@@ -153,3 +167,22 @@ class ItsmWebhook:
                                 jid=job_id("request-card", record.id))
         return web.json_response({"request_id": record.id, "state": record.state.value,
                                   "summary": record.decision.summary()}, status=202)
+
+    def _not_allowed_for(self, ticket: str, person: Principal, policy: PolicyDocument) -> tuple[int, str] | None:
+        """Why the ticket may not ask access for `person`, or None. Checked against the ticketing system's own
+        record of the ticket, never the webhook body; a ticket that cannot be read asks for nobody."""
+        facts = self.services.access.ticket_facts(ticket)
+        if facts is None:
+            return 503, f"ticket {ticket} could not be read right now, so whom it may ask for cannot be checked"
+        if not facts.exists:
+            return 422, f"ticket {ticket} does not exist"
+        ids = person.identifiers()
+        if facts.caller and facts.caller.lower() in ids:
+            return None
+        if policy.webhooks.requested_for == "assignment_group":
+            if (facts.assignee and facts.assignee.lower() in ids) or \
+                    ids & {m.lower() for m in facts.assignment_group_members}:
+                return None
+            return 422, f"requested_for must be the caller, the assignee or in the assignment group of {ticket}"
+        return 422, (f"requested_for must be the caller of {ticket} (the policy's webhooks.requested_for is "
+                     f"\"caller\")")

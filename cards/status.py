@@ -142,7 +142,9 @@ def _facts(record: RequestRecord, now: datetime) -> list[Fact]:
     facts.append(fact("Role", lay.role_name(record)))
     facts.append(fact("Duration", format_duration(r.duration)))
     if r.extends:
-        facts.append(fact("Extends", r.extends))
+        # The extension is asked by whoever clicked: the holder or the original requester; say which.
+        role = "who holds the role" if r.requester == r.target else "who asked for the grant"
+        facts.append(fact("Extends", f"{r.extends}, asked by {lay.requester_name(record)}, {role}"))
     facts.append(fact("Ticket", _ticket(record)))
     facts.append(fact("Justification", r.justification, limit=JUSTIFICATION_LIMIT))
     facts.append(fact("Requested", f"{lay.stamp(r.created_at)} ({lay.relative(r.created_at, now)})"))

@@ -42,6 +42,27 @@ def decision_text(record: RequestRecord) -> str:
     return f"Your request {record.id} is now {state.value.replace('_', ' ')}."
 
 
+def notify_extension_asked(extension_id: str) -> dict[str, Any]:
+    """Someone other than the original requester (the holder) asked to extend a grant: the original requester hears
+    it in their own chat, since the grant was asked in their name."""
+    s = services()
+    store = s.runtime.store
+    extension = store.require(extension_id)
+    original = store.require(extension.request.extends or "")
+    return {"sent": s.notifier.tell(original.request.requester, extension_asked_text(extension, original))}
+
+
+def extension_asked_text(extension: RequestRecord, original: RequestRecord) -> str:
+    from policies.durations import format_duration
+
+    asker = extension.requester_name or extension.request.requester
+    holds = " (who holds the role)" if extension.request.requester == extension.request.target else ""
+    status = {State.PENDING_APPROVAL: "it is waiting for approval", State.APPROVED: "it was approved by policy",
+              State.DENIED: "the policy denied it"}.get(extension.state, f"it is {extension.state.value}")
+    return (f"{asker}{holds} asked to extend {original.id} ({original.decision.entitlement_name}), which you "
+            f"requested, by {format_duration(extension.request.duration)}: request {extension.id}; {status}.")
+
+
 def send_request_card(request_id: str) -> dict[str, Any]:
     """A request created from a ticket: the caller gets its card in Teams (and can cancel it there)."""
     return {"sent": services().notifier.send_request_card(request_id)}

@@ -320,6 +320,14 @@ class TaskHint(Doc):
     entitlement: str
 
 
+class WebhookRules(Doc):
+    """Whom a ticketing system's webhook may ask access for. `caller`: only the ticket's caller.
+    `assignment_group`: also its assignee and the members of its assignment group (an explicit widening: anyone
+    who can edit the ticket's group can then ask in a colleague's name)."""
+
+    requested_for: Literal["caller", "assignment_group"] = "caller"
+
+
 class ApprovalTiming(Doc):
     escalate_after: Duration = timedelta(minutes=15)
     expire_after: Duration = timedelta(hours=1)
@@ -340,6 +348,7 @@ class PolicyDocument(Doc):
     concurrency: Concurrency = Concurrency()
     least_privilege: list[TaskHint] = []
     approval: ApprovalTiming = ApprovalTiming()
+    webhooks: WebhookRules = WebhookRules()
     # Who approves when a rule (unusual timing, a freeze) sends a no-approval entitlement to a human.
     fallback_approvers: list[str] = []
 

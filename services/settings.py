@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         "SingleTenant", validation_alias=_env("MicrosoftAppType", "MICROSOFT_APP_TYPE"))
     host: str = Field("127.0.0.1", validation_alias=_env("BREAKGLASS_HOST"))
     port: int = Field(3978, ge=0, le=65535, validation_alias=_env("BREAKGLASS_PORT", "PORT"))
+    # /metrics and /readyz tell how many people hold elevated roles right now: they are served on their own
+    # listener, loopback by default, never on the public one. Port 0 picks a free port (tests, dev stacks).
+    metrics_host: str = Field("127.0.0.1", validation_alias=_env("BREAKGLASS_METRICS_HOST"))
+    metrics_port: int = Field(9464, ge=0, le=65535, validation_alias=_env("BREAKGLASS_METRICS_PORT"))
     public_base_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_PUBLIC_URL"))
     # The manifest's privacyUrl / termsOfUseUrl: the operator's own pages, or (unset) the bot's /privacy and /terms,
     # whose text comes from privacy.txt / terms.txt in BREAKGLASS_LEGAL_DIR (else the shipped default text).
@@ -76,6 +80,10 @@ class Settings(BaseSettings):
     terms_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_TERMS_URL"))
     legal_dir: Path | None = Field(None, validation_alias=_env("BREAKGLASS_LEGAL_DIR"))
     max_body_bytes: int = Field(256 * 1024, ge=1024, validation_alias=_env("BREAKGLASS_MAX_BODY_BYTES"))
+    # Per person: chat messages, form submits and card clicks (Teams' own card refreshes are not counted). A burst,
+    # then this many a minute; 0 turns the limit off.
+    user_rate_per_min: float = Field(30.0, ge=0, le=6000, validation_alias=_env("BREAKGLASS_USER_RATE"))
+    user_burst: int = Field(20, ge=1, le=1000, validation_alias=_env("BREAKGLASS_USER_BURST"))
     # Bot Framework OpenID metadata override: only for tests against a local JWKS (see PROTOCOL_NOTES §1).
     bot_openid_metadata_url: str | None = Field(None, validation_alias=_env("BREAKGLASS_BOT_OPENID_METADATA_URL"))
     teams_service_url: str = Field("https://smba.trafficmanager.net/emea/",
@@ -181,8 +189,17 @@ class Settings(BaseSettings):
                 problems.append("MicrosoftAppTenantId is not set (required for a SingleTenant bot)")
         if not self.served_tenant_id:
             problems.append("no tenant configured: set MicrosoftAppTenantId (or ENTRA_TENANT_ID)")
+        problems.extend(self._problems_channels())
         problems.extend(self._problems_common())
         return problems
+
+    def _problems_channels(self) -> list[str]:
+        # Never learned in production: whoever installed the bot first would otherwise receive every approval card,
+        # receipt and alert.
+        if not self.development and not self.teams_approvals_channel_id:
+            return ["TEAMS_APPROVALS_CHANNEL_ID is not set (required in production: approval cards, receipts and "
+                    "alerts go to this channel, and it is never learned from an install)"]
+        return []
 
     def problems_for_graph(self) -> list[str]:
         problems: list[str] = []
@@ -198,6 +215,7 @@ class Settings(BaseSettings):
         if urlparse(self.entra_authority_host).scheme != "https":
             problems.append("ENTRA_AUTHORITY_HOST must be https (msal refuses anything else)")
         problems.extend(self._problems_itsm())
+        problems.extend(self._problems_channels())
         problems.extend(self._problems_common())
         return problems
 

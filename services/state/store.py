@@ -344,6 +344,20 @@ class RequestStore:
 
     # --- small documents (conversation references, user directory cache) -----------------------------------
 
+    def put_draft(self, owner: str, draft_id: str, meta: dict[str, Any], ttl_s: int, keep: int) -> None:
+        """A form's draft metadata, at most `keep` per person: the newest are kept, older ones are deleted, so one
+        person's flood of messages costs a bounded amount of Redis."""
+        drafts = self.keys.kv("drafts-of", owner.lower())
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.kv("draft-meta", draft_id), json.dumps(meta, sort_keys=True), ex=ttl_s)
+            pipe.lpush(drafts, draft_id)
+            pipe.lrange(drafts, keep, -1)
+            pipe.ltrim(drafts, 0, keep - 1)
+            pipe.expire(drafts, ttl_s)
+            evicted = pipe.execute()[2]
+        if evicted:
+            self.redis.delete(*(self.keys.kv("draft-meta", d.decode()) for d in evicted))
+
     def put_doc(self, kind: str, key: str, value: dict[str, Any], ttl_s: int | None = None) -> None:
         self.redis.set(self.keys.kv(kind, key), json.dumps(value, sort_keys=True), ex=ttl_s)
 

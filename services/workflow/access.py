@@ -37,6 +37,7 @@ from services.metrics import DomainMetrics
 from services.ports import Directory, DirectoryError, Ticketing, TicketingUnavailableError
 from services.state import queue as jobs
 from services.state.audit import AuditLog
+from services.state.limiter import PerUserLimit
 from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore, new_request_id
@@ -44,6 +45,16 @@ from services.state.store import RequestStore, new_request_id
 log = logging.getLogger(__name__)
 
 MAX_MINUTES = 24 * 60
+# What anybody who may not see a request is told, word for word what an id that does not exist gets: the answer
+# must not tell a stranger that the request exists.
+NO_SUCH_REQUEST = "There is no such request."
+TOO_MANY_MISSES = "Too many requests you cannot see or that do not exist; try again in a minute."
+# Lookups of requests a person may not see (or that do not exist), per person: a burst, then a steady trickle.
+VIEW_MISS_BURST = 20
+VIEW_MISS_PER_MINUTE = 20
+# An extension must be asked at least this long before the end: applying it takes a worker job and a Graph update
+# (about a second, more under load or Graph throttling), and one that lands after the revoke can only fail.
+EXTEND_MARGIN = timedelta(seconds=30)
 UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 # Failing rules the requester can fix on the form; anything else becomes a recorded denial.
@@ -147,6 +158,8 @@ class AccessService:
         self.ticketing = ticketing
         self.clock = clock
         self.metrics = DomainMetrics(store.redis, store.keys.p)
+        self.view_misses = PerUserLimit(store.redis, store.keys.p, "view-miss", VIEW_MISS_PER_MINUTE,
+                                        VIEW_MISS_BURST)
 
     # --- facts ----------------------------------------------------------------------------------------------
 
@@ -362,10 +375,27 @@ class AccessService:
         return any(a.object_id == who.object_id.lower() for a in approvers)
 
     def can_view(self, record: RequestRecord, who: Who) -> bool:
-        return self._is_party(record, who) or self._is_current_approver(record, who)
+        """The parties: the requester, the person receiving access, the approvers who may act on it now, and
+        whoever already voted on it (they see the outcome of their own vote)."""
+        return (self._is_party(record, who) or record.voted(who.object_id.lower()) is not None
+                or self._is_current_approver(record, who))
+
+    def view_denied(self, request_id: str, who: Who, action: str, *, exists: bool) -> AccessError:
+        """The one answer for a request this person may not see or that does not exist. Audited
+        (`request.view_denied`) while under the per-person limit; past it, once per minute, so a prober can fill
+        neither the log nor Redis."""
+        oid = who.object_id.lower()
+        if self.view_misses.allow(oid):
+            self.audit.append("request.view_denied", actor=oid, request_id=request_id[:40],
+                              data={"action": action, "exists": exists})
+            return AccessError(NO_SUCH_REQUEST, "unknown_request")
+        if self.store.first_time(f"view-miss-throttled:{oid}", 60):
+            self.audit.append("request.view_denied", actor=oid, request_id=request_id[:40],
+                              data={"action": action, "exists": exists, "throttled": True})
+        return AccessError(TOO_MANY_MISSES, "throttled")
 
     def cancel(self, request_id: str, who: Who) -> ActionResult:
-        record = self._load(request_id)
+        record = self._load(request_id, who, "request.cancel")
         if not self._is_party(record, who):
             self._forbidden("request.cancel", record, who)
         try:
@@ -381,7 +411,7 @@ class AccessService:
         return ActionResult(new, True, "Cancelled.")
 
     def deactivate(self, request_id: str, who: Who) -> ActionResult:
-        record = self._load(request_id)
+        record = self._load(request_id, who, "grant.deactivate")
         if not (self._is_party(record, who) or self._is_current_approver(record, who)):
             self._forbidden("grant.deactivate", record, who)
         if record.state is State.REVOKING:
@@ -399,47 +429,76 @@ class AccessService:
         return ActionResult(new, True, "Deactivating now.")
 
     def extend(self, request_id: str, who: Who, minutes: int) -> ActionResult:
-        """An extension is a new request linked to the grant; policy runs again on the total duration."""
-        record = self._load(request_id)
+        """An extension is a new request linked to the grant; policy runs again on the total duration.
+
+        Whoever clicks is the one asking: the extension is theirs (recorded, shown and decided for them), and when
+        the holder extends a grant someone else asked for, that person is told. Nothing is extended once the end is
+        under way or too close to apply the extension before it."""
+        record = self._load(request_id, who, "grant.extend")
         if not self._is_party(record, who):
             self._forbidden("grant.extend", record, who)
+        if record.state is State.REVOKING:
+            return self._extension_refused(record, who, "ending", "This access is ending (it was deactivated or "
+                                           "has expired); it can no longer be extended. Ask for new access.")
         if record.state is not State.ACTIVE or record.grant is None:
             return ActionResult(record, False, "Only active access can be extended.", "not_active")
         if not 1 <= minutes <= MAX_MINUTES:
             return ActionResult(record, False, "Give the extension in minutes (1 to 1440).", "bad_minutes")
-        policy = self.policies.current()
         now = self.clock.now()
-        requester = self.principal(record.request.requester)
-        target = requester if record.request.target == requester.object_id else self.principal(record.request.target)
+        if record.grant.ends_at - now < EXTEND_MARGIN:
+            return self._extension_refused(record, who, "too_late", (
+                f"This access ends at {record.grant.ends_at:%H:%M:%S} UTC, too close to its end to extend "
+                f"(extensions must be asked at least {int(EXTEND_MARGIN.total_seconds())} seconds before the end). "
+                "Ask for new access once it has ended."))
+        policy = self.policies.current()
+        asker = self.principal(who.object_id)
+        target = asker if record.request.target == asker.object_id else self.principal(record.request.target)
         original = record.request
-        request = GrantRequest(id=new_request_id(), requester=original.requester, target=original.target,
+        request = GrantRequest(id=new_request_id(), requester=asker.object_id, target=original.target,
                                entitlement=original.entitlement, duration=timedelta(minutes=minutes),
                                justification=original.justification, ticket=original.ticket, created_at=now,
                                lane=record.decision.lane, extends=record.id, source=original.source)
         already = record.grant.ends_at - record.grant.starts_at
-        facts = Facts(requester=requester, target=target, ticket=self.ticket_facts(original.ticket or ""),
+        facts = Facts(requester=asker, target=target, ticket=self.ticket_facts(original.ticket or ""),
                       active_grants=tuple(self.store.open_grants_of(target.object_id)), already_granted=already)
         decision = evaluate(request, facts, now, policy)
-        new = self._create(who, request, decision, requester, target, facts.ticket, draft_id=f"extend:{request.id}")
+        new = self._create(who, request, decision, asker, target, facts.ticket, draft_id=f"extend:{request.id}")
         self.audit.append("grant.extension_requested", actor=who.object_id, request_id=record.id,
-                          data={"extension": new.id, "minutes": minutes, "outcome": decision.outcome.value})
+                          data={"extension": new.id, "minutes": minutes, "outcome": decision.outcome.value,
+                                "asked_by": asker.object_id, "holds_role": asker.object_id == original.target,
+                                "original_requester": original.requester})
+        if asker.object_id != original.requester:
+            self.queue.enqueue(jobs.NOTIFY_EXTENSION_ASKED, new.id, jid=job_id("extension-asked", new.id))
         if new.state is State.DENIED:
             return ActionResult(record, False, "Extension denied: " + join_reasons(decision.reasons), "denied")
+        current = self.store.require(record.id)
+        if current.state is not State.ACTIVE:
+            # Deactivated (or expired) while the extension was being created: it cannot be applied, and its job
+            # fails it loudly (audited, the requester told); say so now rather than "extending".
+            return ActionResult(current, False, f"This access is ending; extension {new.id} will not be applied.",
+                                "ending")
         if new.state is State.PENDING_APPROVAL:
             return ActionResult(record, True, f"Extension {new.id} is waiting for approval.", "pending")
         return ActionResult(record, True, f"Extending by {minutes} minutes.", "extending")
 
-    def _load(self, request_id: str) -> RequestRecord:
+    def _extension_refused(self, record: RequestRecord, who: Who, code: str, message: str) -> ActionResult:
+        self.audit.append("grant.extension_refused", actor=who.object_id, request_id=record.id,
+                          data={"code": code, "state": record.state.value,
+                                "ends_at": record.grant.ends_at.isoformat() if record.grant else None})
+        return ActionResult(record, False, message, code)
+
+    def _load(self, request_id: str, who: Who, action: str) -> RequestRecord:
         record = self.store.get(request_id)
         if record is None:
-            raise AccessError("There is no such request.", "unknown_request")
+            raise self.view_denied(request_id, who, action, exists=False)
         return record
 
     def _forbidden(self, action: str, record: RequestRecord, who: Who) -> None:
+        if not self.can_view(record, who):
+            raise self.view_denied(record.id, who, action, exists=True)
         self.audit.append("action.refused", actor=who.object_id, request_id=record.id,
                           data={"action": action, "code": "not_a_party"})
-        raise AccessError("Only the requester, the person receiving access or a current approver can do that.",
-                          "not_a_party")
+        raise AccessError("Only the requester or the person receiving access can do that.", "not_a_party")
 
     def retry_safe(self, fn: Any, *args: Any) -> Any:
         """Run a state change once more when another process won the race."""

@@ -385,10 +385,8 @@ class GrantService:
             return Outcome(extension.id, extension.state.value, "nothing to do")
         original = self.store.require(original_id)
         if original.state is not State.ACTIVE or original.grant is None:
-            failed = self.store.update(extension.id, lambda r: r.apply(
-                Event.ACTIVATION_FAILED, WORKER, self.clock.now(), reason="the grant ended before the extension",
-                failure="the grant it extends is no longer active") if r.state is State.APPROVED else r)
-            return Outcome(extension.id, failed.state.value, "original not active")
+            return self._extension_failed(extension, original_id, f"the grant it extends ({original_id}) ended "
+                                                                  "before the extension could be applied")
         added = extension.decision.granted_duration or extension.request.duration
         grant = original.grant
         new_end = grant.ends_at + added
@@ -406,12 +404,7 @@ class GrantService:
                 self.queue.enqueue_at(self.clock.now() + self.retry_base * attempt, jobs.ACTIVATE_GRANT,
                                       extension.id, attempt + 1, jid=job_id("grant", extension.id, attempt + 1))
                 return Outcome(extension.id, "approved", "retry scheduled")
-            error = str(exc)[:300]
-            self.store.update(extension.id, lambda r: r.apply(Event.ACTIVATION_FAILED, WORKER, self.clock.now(),
-                                                              reason=error, failure=error))
-            self.audit.append("grant.extension_failed", actor=WORKER.object_id, request_id=original.id,
-                              data={"extension": extension.id, "error": error})
-            return Outcome(extension.id, "failed", error)
+            return self._extension_failed(extension, original.id, str(exc)[:300])
         self.store.ledger_hold(grant.principal_id, grant.role_definition_id, grant.scope, original.id, new_end)
         # PIM's adminUpdate keeps the start it read back and ends on the whole second asked: no read-back end differs.
         extended_grant = grant.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
@@ -430,6 +423,22 @@ class GrantService:
             self.queue.enqueue(jobs.POST_RECEIPT, original.id, "extended", 1,
                                jid=job_id("receipt", original.id, f"extended-{extension.id}", 1))
         return Outcome(extension.id, "applied", f"{original.id} now ends {new_end.isoformat()}")
+
+    def _extension_failed(self, extension: RequestRecord, original_id: str, reason: str) -> Outcome:
+        """APPROVED -> FAILED, never silently: audited on the extension (and named on the grant it extends), and
+        the requester told why, like any grant that failed."""
+        failed = self.store.update(extension.id, lambda r: r.apply(
+            Event.ACTIVATION_FAILED, WORKER, self.clock.now(), reason=reason, failure=reason,
+            end_reason="failed") if r.state is State.APPROVED else r)
+        if failed.state is not State.FAILED:
+            return Outcome(extension.id, failed.state.value, "nothing to do")
+        self.audit.append("grant.extension_failed", actor=WORKER.object_id, request_id=extension.id,
+                          data={"extends": original_id, "reason": reason})
+        self.metrics.inc("grants", "extension_failed")
+        self.queue.enqueue(jobs.NOTIFY_DECISION, extension.id, jid=job_id("decision", extension.id))
+        self.queue.enqueue(jobs.UPDATE_CARDS, extension.id, failed.version,
+                           jid=job_id("cards", extension.id, failed.version))
+        return Outcome(extension.id, "failed", reason)
 
     # --- revocation -----------------------------------------------------------------------------------------
 

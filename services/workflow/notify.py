@@ -206,8 +206,11 @@ class Notifier:
         return updated
 
     def tell_requester(self, request_id: str, text: str) -> bool:
-        record = self.store.require(request_id)
-        target = self._personal(record.request.requester)
+        return self.tell(self.store.require(request_id).request.requester, text)
+
+    def tell(self, object_id: str, text: str) -> bool:
+        """A plain notice in the person's own chat; False when they cannot be reached."""
+        target = self._personal(object_id)
         if target is None:
             return False
         service_url, conversation, _ = target

@@ -25,12 +25,15 @@ from tests.resilience.conftest import bulk_people, policy_file, request_for
 from tests.teams_activities import invoke, message
 from tests.unit.cards.helpers import find_links
 
-REFUSALS = {"approval.refused", "action.refused"}
+REFUSALS = {"approval.refused", "action.refused", "request.view_denied"}
 
 
 @pytest.fixture()
 def product(tmp_path: Path, redis_client: Any, redis_url: str) -> Iterator[Product]:
-    p = start_product(tmp_path, redis_client, redis_url, policy_file=policy_file(tmp_path, bulk=("global-admin",)))
+    # The race below has two approvers click 100 times each in seconds, far past a person's rate: no limit here
+    # (tests/resilience/test_flood.py covers it).
+    p = start_product(tmp_path, redis_client, redis_url, policy_file=policy_file(tmp_path, bulk=("global-admin",)),
+                      user_rate_per_min=0)
     yield p
     p.stop()
 
@@ -72,16 +75,26 @@ def approve_data(teams: Teams, record_id: str) -> dict[str, Any]:
     return next(d for v, d in actions(card) if v == "request.approve")
 
 
+def dana_clicks(teams: Teams, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Dana clicks Approve on her own card of the request, sending `data` (forged or not)."""
+    activity, _ = teams.card_with("dana", "request.approve", record_id)
+    return invoke("dana", "request.approve", data, teams.product.service_url, reply_to_id=activity["id"])
+
+
 async def test_self_approval_non_approver_and_spoofed_name_are_refused(product):
     async with playing(product) as teams:
         record = await pending_riley_request(teams)
         data = approve_data(teams, record.id)
         url = product.service_url
-        await refused(teams, record.id, invoke("riley", "request.approve", data, url), "riley",
-                      "cannot approve or deny your own request")
+        mine = next(c for c in product.store.get(record.id).cards if c.audience == "requester")
+        await refused(teams, record.id, invoke("riley", "request.approve", data, url, reply_to_id=mine.activity_id),
+                      "riley", "cannot approve or deny your own request")
+        # Jordan, on the channel's copy he can see: refused by name; anywhere else: the unknown-id answer.
+        await refused(teams, record.id, teams.channel_click("jordan", "request.approve", record.id, **data),
+                      "jordan", "not an approver")
         await refused(teams, record.id, invoke("jordan", "request.approve", data, url), "jordan",
-                      "not an approver")
-        spoofed = invoke("jordan", "request.approve", data, url)
+                      "There is no such request.")
+        spoofed = teams.channel_click("jordan", "request.approve", record.id, **data)
         spoofed["from"]["name"] = "Dana Whitfield"  # Dana's name, Jordan's object id
         await refused(teams, record.id, spoofed, "jordan", "not an approver")
         assert [e.data.get("clicker_name") for e in refusals(product)][-1] == "Dana Whitfield"
@@ -93,8 +106,8 @@ async def test_an_approver_removed_from_the_policy_after_the_card_went_out_is_re
         data = approve_data(teams, record.id)  # Dana holds a card with working buttons ...
         policy_file(product.settings.policy_file.parent, bulk=("global-admin",), path=product.settings.policy_file,
                     drop_approver=person("dana").object_id)  # ... and is taken out of the policy
-        await refused(teams, record.id, invoke("dana", "request.approve", data, product.service_url), "dana",
-                      "not an approver")
+        await refused(teams, record.id, dana_clicks(teams, record.id, data), "dana",
+                      "There is no such request.")  # no longer an approver, not a party: she sees nothing
 
 
 @pytest.mark.parametrize("forged,why", [
@@ -109,7 +122,7 @@ async def test_forged_request_ids_and_altered_card_fields_approve_nothing(produc
     async with playing(product) as teams:
         record = await pending_riley_request(teams)
         data = {**approve_data(teams, record.id), **forged}
-        await refused(teams, record.id, invoke("dana", "request.approve", data, product.service_url), "dana", why)
+        await refused(teams, record.id, dana_clicks(teams, record.id, data), "dana", why)
 
 
 async def test_a_click_after_the_approval_window_is_refused(product):
@@ -117,7 +130,7 @@ async def test_a_click_after_the_approval_window_is_refused(product):
         record = await pending_riley_request(teams)
         data = approve_data(teams, record.id)
         product.advance(61 * 60)  # past the 60-minute window; the reconciler has not run yet
-        await refused(teams, record.id, invoke("dana", "request.approve", data, product.service_url), "dana",
+        await refused(teams, record.id, dana_clicks(teams, record.id, data), "dana",
                       "approval window for this request has closed")
 
 
@@ -127,9 +140,9 @@ async def test_the_same_approver_twice_under_quorum_2_does_not_approve(tmp_path,
         async with playing(product) as teams:
             record = await pending_riley_request(teams)
             data = approve_data(teams, record.id)
-            first = await teams.invoke_card(invoke("dana", "request.approve", data, product.service_url))
+            first = await teams.invoke_card(dana_clicks(teams, record.id, data))
             assert "Approval recorded (1 of 2)" in texts(first)
-            again = invoke("dana", "request.approve", data, product.service_url)  # a new click, not a retry
+            again = dana_clicks(teams, record.id, data)  # a new click, not a retry
             await refused(teams, record.id, again, "dana", "already voted")
             assert len(product.store.get(record.id).approvals) == 1
     finally:
@@ -147,12 +160,11 @@ async def test_approve_and_deny_racing_100_times_end_in_exactly_one_outcome(prod
                                justification="Rotate the leaked app secrets of the finance integration")
                    for who in people]
         product.run_jobs()  # approval cards to Dana and the channel
-        url = product.service_url
         replies = {}
         for record in records:
-            approve = invoke("dana", "request.approve", {"requestId": record.id, "terms": record.terms_digest}, url)
-            deny = invoke("bo", "request.deny", {"requestId": record.id, "terms": record.terms_digest,
-                                                 "reason": "Use a scoped role instead"}, url)
+            approve = teams.click("dana", "request.approve", record.id)
+            deny = teams.channel_click("bo", "request.deny", record.id, terms=record.terms_digest,
+                                       reason="Use a scoped role instead")
             replies[record.id] = await asyncio.gather(teams.post(approve), teams.post(deny))
         product.run_jobs()
         outcomes = {State.ACTIVE: 0, State.DENIED: 0}
@@ -183,7 +195,7 @@ async def test_approve_and_deny_racing_100_times_end_in_exactly_one_outcome(prod
 async def test_the_same_approval_delivered_three_times_makes_one_transition_and_one_graph_write(product):
     async with playing(product) as teams:
         record = await pending_riley_request(teams)
-        activity = invoke("dana", "request.approve", approve_data(teams, record.id), product.service_url)
+        activity = teams.click("dana", "request.approve", record.id)
         replies = await asyncio.gather(*(teams.post(activity) for _ in range(3)))  # Teams retried the delivery
         assert all(status == 200 for status, _ in replies)
         product.run_jobs()
@@ -222,8 +234,7 @@ async def test_phishing_payloads_in_the_justification_are_inert_in_every_card(pr
         assert bool(record) == (len(payload) <= 2000)  # the policy's justification limit
         if record:  # accepted: the approval round trip, the grant and every receipt carry the text
             product.run_jobs()
-            approve = approve_data(teams, record[0].id)
-            replies.append(await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url)))
+            replies.append(await teams.invoke_card(teams.click("dana", "request.approve", record[0].id)))
             product.run_jobs()
             assert product.store.get(record[0].id).state is State.ACTIVE
         else:  # rejected on the form, with the reason

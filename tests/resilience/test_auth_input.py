@@ -35,6 +35,7 @@ class Served:
     product: Product
     auth: BotAuthEmulator
     proc: subprocess.Popen[bytes]
+    metrics_url: str = ""
 
     def post(self, body: bytes | str | Any, *, token: str | None = None, content_type: str = "application/json",
              headers: dict[str, str] | None = None) -> requests.Response:
@@ -64,10 +65,11 @@ def serve(tmp_path: Path, redis_client: Any, redis_url: str) -> Iterator[Callabl
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> Served:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         settings = product.settings.model_copy(update={
             "env": "production", "clock_offset_s": 0.0, "app_id": APP_ID, "app_password": SecretStr("secret"),
-            "app_tenant_id": TENANT, "bot_openid_metadata_url": running.url + METADATA_PATH, "port": port})
+            "app_tenant_id": TENANT, "bot_openid_metadata_url": running.url + METADATA_PATH, "port": port,
+            "metrics_port": metrics_port})
         log = (tmp_path / f"serve-{port}.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "services.ops.cli", "serve"], env=serve_env(settings),
                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
@@ -75,7 +77,7 @@ def serve(tmp_path: Path, redis_client: Any, redis_url: str) -> Iterator[Callabl
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: proc.poll() is not None or healthy(url), 30, "serve to listen")
         assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()
-        return Served(url, product, emulator, proc)
+        return Served(url, product, emulator, proc, f"http://127.0.0.1:{metrics_port}")
 
     try:
         yield start
@@ -233,3 +235,25 @@ def test_other_tenant_and_other_channel_are_refused_and_audited_before_any_state
     assert product.store.get_doc("teams-user", sam) is None
     assert product.connector.all_activities() == []
     assert [e.event for e in product.audit.events()] == ["activity.rejected"] * 3
+
+
+def test_metrics_and_readiness_are_served_on_the_loopback_port_only(serve):
+    """How many people hold elevated roles now is nobody's business on the public listener: /metrics and /readyz
+    answer only on BREAKGLASS_METRICS_PORT (loopback by default); /healthz stays public for load balancers."""
+    import psutil
+
+    served = serve()
+    for path in ("/metrics", "/readyz"):
+        public = requests.get(served.url + path, timeout=10)
+        assert public.status_code == 404, (path, public.status_code, public.text[:200])
+        assert "breakglass_grants_active" not in public.text
+    assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
+    metrics = requests.get(served.metrics_url + "/metrics", timeout=10)
+    assert metrics.status_code == 200 and "breakglass_grants_active" in metrics.text
+    ready = requests.get(served.metrics_url + "/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert requests.post(served.metrics_url + "/api/messages", json={}, timeout=10).status_code in {404, 405}
+    port = int(served.metrics_url.rsplit(":", 1)[1])
+    bound = {c.laddr.ip for c in psutil.Process(served.proc.pid).net_connections(kind="tcp")
+             if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert bound == {"127.0.0.1"}, bound

@@ -90,7 +90,8 @@ def test_dev_and_demo_take_the_same_port_flags():
     parser = build_parser()
     dev = parser.parse_args(["dev", "--base-port", "4100"])
     demo = parser.parse_args(["demo", "--base-port", "4100"])
-    expected = {"bot": 4100, "entra": 4113, "graph": 4114, "servicenow": 4115, "botconnector": 4116, "openai": 4117}
+    expected = {"bot": 4100, "entra": 4113, "graph": 4114, "servicenow": 4115, "botconnector": 4116, "openai": 4117,
+                "metrics": 4118}
     assert ports_from(dev) == ports_from(demo) == expected
     one = parser.parse_args(["dev", "--graph-port", "5000", "--port", "5001"])
     assert ports_from(one)["graph"] == 5000 and ports_from(one)["bot"] == 5001 and ports_from(one)["entra"] == 3991

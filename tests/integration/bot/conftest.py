@@ -16,7 +16,7 @@ from cards.inspect import executes
 from cards.inspect import inputs as card_inputs
 from cards.inspect import text as card_text
 from tests.harness import Product, start_product
-from tests.teams_activities import bot_added_to_team, personal_conversation
+from tests.teams_activities import bot_added_to_team, invoke, personal_conversation
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "adaptive-card-1.5.json").read_text())
 CARD_VALIDATOR = jsonschema.Draft6Validator(SCHEMA)
@@ -77,6 +77,29 @@ class Teams:
         channel = self.product.settings.teams_approvals_channel_id or ""
         return [r["current"] for r in self.product.connector.all_activities()
                 if r["conversationId"].split(";")[0] == channel]
+
+    def card_with(self, alias: str, verb: str, request_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(activity, data) of the newest card in `alias`'s chat that offers `verb` for `request_id`."""
+        for activity in reversed(self.sent_to(alias)):
+            card = card_of(activity)
+            for found, data in (actions(card) if card else []):
+                if found == verb and data.get("requestId") == request_id:
+                    return activity, data
+        raise AssertionError(f"no card in {alias}'s chat offers {verb} for {request_id}")
+
+    def click(self, alias: str, verb: str, request_id: str, **extra: Any) -> dict[str, Any]:
+        """`alias` clicks `verb` on their newest card for the request: the invoke replies to that card's activity
+        and carries the card's own data (plus the inputs in `extra`), as Teams sends it."""
+        activity, data = self.card_with(alias, verb, request_id)
+        return invoke(alias, verb, {**data, **extra}, self.product.service_url, reply_to_id=activity["id"])
+
+    def channel_click(self, alias: str, verb: str, request_id: str, **data: Any) -> dict[str, Any]:
+        """`alias` clicks on the approvals channel's copy of the request's card (refreshed into their view)."""
+        ref = next(c for c in self.product.store.get(request_id).cards if c.audience == "channel")
+        activity = invoke(alias, verb, {"requestId": request_id, **data}, self.product.service_url,
+                          reply_to_id=ref.activity_id, conversation=ref.conversation_id)
+        activity["conversation"]["conversationType"] = "channel"
+        return activity
 
     async def install_in_team(self) -> None:
         status, _ = await self.post(bot_added_to_team("dana", self.product.service_url))

@@ -129,12 +129,18 @@ async def test_a_remembered_token_is_accepted_again_only_where_it_was_validated(
     assert status == 401
 
 
-async def test_health_and_readiness(client):
+async def test_health_and_readiness(client, product):
+    from bot.app import create_ops_app
+    from tests.integration.bot.conftest import serving
+
     assert (await client.get("/healthz")).status == 200
-    ready = await client.get("/readyz")
-    assert ready.status == 200 and (await ready.json())["status"] == "ready"
-    metrics = await client.get("/metrics")
-    assert metrics.status == 200 and "breakglass_grants_active" in await metrics.text()
+    for path in ("/readyz", "/metrics"):  # never on the public listener
+        assert (await client.get(path)).status == 404
+    async with serving(create_ops_app(product.services)) as ops:
+        ready = await ops.get("/readyz")
+        assert ready.status == 200 and (await ready.json())["status"] == "ready"
+        metrics = await ops.get("/metrics")
+        assert metrics.status == 200 and "breakglass_grants_active" in await metrics.text()
 
 
 def test_serve_refuses_to_start_without_credentials(tmp_path):

@@ -110,9 +110,8 @@ async def test_needs_approval_goes_to_the_on_call_approver_and_the_channel(teams
 async def test_approver_approves_and_every_copy_of_the_card_follows(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
     before = len(teams.sent_to("riley"))
-    card = await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    card = await teams.invoke_card(teams.click("dana", "request.approve", record.id))
     assert "Approved" in texts(card)
     assert product.store.get(record.id).state is State.APPROVED
     # The grant job goes alone; the requester's notice and the other card copies follow it.
@@ -141,8 +140,7 @@ async def test_a_grant_that_fails_after_approval_tells_the_requester_why(teams):
     record = await pending_riley_request(teams)
     product.graph.add_fault(path="roleAssignmentScheduleRequests", method="POST", status=403,
                             fixture="graph/error_403_authorization_request_denied.http.json")
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
-    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    await teams.invoke_card(teams.click("dana", "request.approve", record.id))
     product.run_jobs()
     failed = product.store.get(record.id)
     assert failed.state is State.FAILED
@@ -154,12 +152,10 @@ async def test_a_grant_that_fails_after_approval_tells_the_requester_why(teams):
 async def test_deny_needs_a_reason_and_records_it(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    deny = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.deny")
-    refused = await teams.invoke_card(invoke("dana", "request.deny", deny, product.service_url))
+    refused = await teams.invoke_card(teams.click("dana", "request.deny", record.id))
     assert "reason is required" in texts(refused)
     assert product.store.get(record.id).state is State.PENDING_APPROVAL
-    card = await teams.invoke_card(invoke("dana", "request.deny", {**deny, "reason": "Use Helpdesk Admin"},
-                                          product.service_url))
+    card = await teams.invoke_card(teams.click("dana", "request.deny", record.id, reason="Use Helpdesk Admin"))
     assert "Denied" in texts(card)
     denied = product.store.get(record.id)
     assert denied.state is State.DENIED and denied.approvals[-1].reason == "Use Helpdesk Admin"
@@ -173,9 +169,11 @@ async def test_deny_needs_a_reason_and_records_it(teams):
 async def test_self_approval_is_refused_and_audited(teams):
     product = teams.product
     record = await pending_riley_request(teams)
+    # Riley forges an Approve on her own request's card (the one her submit answered with).
+    mine = next(c for c in product.store.get(record.id).cards if c.audience == "requester")
     card = await teams.invoke_card(invoke("riley", "request.approve", {"requestId": record.id,
                                                                        "terms": record.terms_digest},
-                                          product.service_url))
+                                          product.service_url, reply_to_id=mine.activity_id))
     assert "cannot approve or deny your own request" in texts(card)
     assert product.store.get(record.id).state is State.PENDING_APPROVAL
     refusal = [e for e in product.audit.events() if e.event == "approval.refused"][-1]
@@ -185,9 +183,15 @@ async def test_self_approval_is_refused_and_audited(teams):
 async def test_non_approver_is_refused(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    card = await teams.invoke_card(invoke("jordan", "request.approve", {"requestId": record.id},
-                                          product.service_url))
+    # In the approvals channel, where Jordan sees the read-only copy: refused by name.
+    card = await teams.invoke_card(teams.channel_click("jordan", "request.approve", record.id,
+                                                       terms=record.terms_digest))
     assert "not an approver" in texts(card)
+    # Anywhere else he learns nothing: the answer an unknown id gets.
+    card = await teams.invoke_card(invoke("jordan", "request.approve", {"requestId": record.id,
+                                                                        "terms": record.terms_digest},
+                                          product.service_url))
+    assert texts(card) == "There is no such request."
     assert product.store.get(record.id).state is State.PENDING_APPROVAL
 
 
@@ -204,9 +208,8 @@ async def test_forged_request_id_is_refused(teams, forged):
 async def test_altered_card_fields_change_nothing(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
-    forged = {**approve, "entitlement": "helpdesk-admin", "duration": 1, "approver": "x", "terms": "0" * 16}
-    card = await teams.invoke_card(invoke("dana", "request.approve", forged, product.service_url))
+    forged = {"entitlement": "helpdesk-admin", "duration": 1, "approver": "x", "terms": "0" * 16}
+    card = await teams.invoke_card(teams.click("dana", "request.approve", record.id, **forged))
     assert "request changed since this card was sent" in texts(card)
     assert product.store.get(record.id).state is State.PENDING_APPROVAL
 
@@ -214,8 +217,7 @@ async def test_altered_card_fields_change_nothing(teams):
 async def test_duplicate_click_is_idempotent(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
-    activity = invoke("dana", "request.approve", approve, product.service_url)
+    activity = teams.click("dana", "request.approve", record.id)
     await teams.invoke_card(activity)
     again = await teams.invoke_card(activity)  # Teams retried the same delivery
     assert "Already approved by Dana Whitfield" in texts(again)
@@ -237,15 +239,13 @@ async def test_quorum_of_two(tmp_path, redis_client, redis_url):
             teams = Teams(client, product)
             record = await pending_riley_request(teams)
             assert record.decision.quorum == 2
-            first = await teams.invoke_card(invoke("dana", "request.approve", {"requestId": record.id},
-                                                   product.service_url))
+            first = await teams.invoke_card(teams.click("dana", "request.approve", record.id))
             assert "Approval recorded (1 of 2)" in texts(first)
-            dup = await teams.invoke_card(invoke("dana", "request.approve", {"requestId": record.id},
-                                                 product.service_url))
+            dup = await teams.invoke_card(teams.click("dana", "request.approve", record.id))
             assert "already voted" in texts(dup)
             assert product.store.get(record.id).state is State.PENDING_APPROVAL
-            second = await teams.invoke_card(invoke("bo", "request.approve", {"requestId": record.id},
-                                                    product.service_url))
+            second = await teams.invoke_card(teams.channel_click("bo", "request.approve", record.id,
+                                                                 terms=record.terms_digest))
             assert "Approved" in texts(second)
             assert product.store.get(record.id).state is State.APPROVED
     finally:
@@ -266,7 +266,7 @@ async def test_unanswered_request_escalates_to_the_backup_then_expires(teams):
     report = product.services.reconciler.tick()
     assert report.expired_approvals == [record.id]
     assert product.store.get(record.id).state is State.APPROVAL_EXPIRED
-    late = await teams.invoke_card(invoke("dana", "request.approve", {"requestId": record.id}, product.service_url))
+    late = await teams.invoke_card(teams.click("dana", "request.approve", record.id))
     assert "approval expired" in texts(late).lower()
 
 
@@ -274,7 +274,8 @@ async def test_legacy_action_submit_is_handled(teams):
     product = teams.product
     record = await pending_riley_request(teams)
     card_activity = teams.sent_to("dana")[-1]
-    status, _ = await teams.post(legacy_submit("dana", {"verb": "request.approve", "requestId": record.id},
+    status, _ = await teams.post(legacy_submit("dana", {"verb": "request.approve", "requestId": record.id,
+                                                        "terms": record.terms_digest},
                                                product.service_url, reply_to_id=card_activity["id"],
                                                conversation=personal_conversation("dana")))
     assert status == 201
@@ -291,7 +292,7 @@ async def test_chat_commands(teams):
     await teams.post(message("dana", "pending", product.service_url))
     assert any(record.id in texts(c) for c in teams.cards_to("dana")[-2:])
     await teams.post(message("jordan", f"cancel {record.id}", product.service_url))
-    assert "Only the requester" in texts(teams.cards_to("jordan")[-1])
+    assert texts(teams.cards_to("jordan")[-1]) == "There is no such request."  # a stranger learns nothing
     await teams.post(message("riley", f"cancel {record.id.lower()}", product.service_url))
     assert product.store.get(record.id).state is State.CANCELLED
     await teams.post(message("riley", "help", product.service_url))
@@ -306,10 +307,14 @@ async def test_deactivate_and_extend_an_active_grant(teams):
     record = only_request(product, "sam")
     assert record.state is State.ACTIVE
     await teams.post(message("sam", f"extend {record.id} 15", product.service_url))
+    answer = teams.sent_to("sam")[-1]
+    assert "Extending by 15 minutes" in texts(card_of(answer))
     product.run_jobs()
     extended = product.store.get(record.id)
     assert extended.grant.ends_at - record.grant.ends_at == timedelta(minutes=15)
-    assert "Extending by 15 minutes" in texts(teams.cards_to("sam")[-1])
+    # The answer's buttons act on the grant, so it is one of its card copies and follows it.
+    shown = texts(card_of(product.connector.activity(personal_conversation("sam"), answer["id"])))
+    assert f"Active until {extended.grant.ends_at:%H:%M} UTC" in shown
     await teams.post(message("sam", f"extend {record.id} 60", product.service_url))
     assert "Extension denied" in texts(teams.cards_to("sam")[-1])  # 20 + 15 + 60 > the 60-minute lane
     await teams.post(message("sam", f"deactivate {record.id}", product.service_url))
@@ -321,8 +326,7 @@ async def test_deactivate_and_extend_an_active_grant(teams):
 async def test_an_approved_extension_is_announced_once_applied_and_every_card_copy_follows(teams):
     product = teams.product
     record = await pending_riley_request(teams)
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
-    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    await teams.invoke_card(teams.click("dana", "request.approve", record.id))
     product.run_jobs()
     active = product.store.get(record.id)
     assert active.state is State.ACTIVE
@@ -330,9 +334,7 @@ async def test_an_approved_extension_is_announced_once_applied_and_every_card_co
     product.run_jobs()
     extension = next(r for r in product.store.by_requester(PEOPLE["riley"].object_id) if r.request.extends)
     assert extension.state is State.PENDING_APPROVAL
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve"
-                   and d.get("requestId") == extension.id)
-    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    await teams.invoke_card(teams.click("dana", "request.approve", extension.id))
     assert queued_job_ids(product) == [f"grant_{extension.id}"]
     product.run_jobs()
     applied = product.store.get(extension.id)
@@ -400,8 +402,7 @@ async def test_every_card_the_bot_posts_has_a_summary_and_a_fallback_text(teams)
     product = teams.product
     await teams.install_in_team()
     record = await pending_riley_request(teams)
-    approve = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.approve")
-    await teams.invoke_card(invoke("dana", "request.approve", approve, product.service_url))
+    await teams.invoke_card(teams.click("dana", "request.approve", record.id))
     product.run_jobs()
     assert product.store.get(record.id).state is State.ACTIVE
     posted = product.connector.all_activities()
