@@ -81,7 +81,7 @@ class DevStack:
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def _lock(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(mode=0o700, parents=True, exist_ok=True)  # Redis data, secrets and logs: owner only
         pidfile = self.data / "dev.pid"
         if pidfile.exists():
             try:
@@ -96,7 +96,7 @@ class DevStack:
 
     def start(self) -> DevStack:
         self._lock()
-        (self.data / "logs").mkdir(exist_ok=True)
+        (self.data / "logs").mkdir(mode=0o700, exist_ok=True)
         self.redis = connect_embedded(self.data)
         redis_url = unix_socket_url(self.redis)
         if not redis_url:
