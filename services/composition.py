@@ -30,6 +30,7 @@ from services.state.redis_conn import connect
 from services.state.store import RequestStore
 from services.workflow.access import AccessService
 from services.workflow.activation import GrantService
+from services.workflow.install import AppInstaller
 from services.workflow.notify import ChannelConfig, Notifier
 from services.workflow.receipts import Receipts
 from services.workflow.reconcile import ForeignAssignmentScan, Reconciler
@@ -130,13 +131,24 @@ class Services:
         return build_teams(self.settings, self.runtime.redis)
 
     @cached_property
+    def app_installer(self) -> AppInstaller | None:
+        s = self.settings
+        if not (s.teams_proactive_install and s.teams_manifest_id):
+            return None
+        # The Graph client is built on first use: the bot process reaches nobody new until a card must go out.
+        return AppInstaller(graph=lambda: self.graph, store=self.runtime.store,  # type: ignore[arg-type,return-value]
+                            audit=self.runtime.audit, clock=self.runtime.clock, manifest_id=s.teams_manifest_id,
+                            bot_id=s.app_id or None, tenant_id=s.served_tenant_id)
+
+    @cached_property
     def notifier(self) -> Notifier:
         s = self.settings
         return Notifier(store=self.runtime.store, audit=self.runtime.audit, teams=self.teams,
                         policies=self.runtime.policies, clock=self.runtime.clock,
                         channels=ChannelConfig(tenant_id=s.served_tenant_id, service_url=s.teams_service_url,
                                                approvals_channel_id=s.teams_approvals_channel_id,
-                                               alerts_channel_id=s.teams_alerts_channel_id))
+                                               alerts_channel_id=s.teams_alerts_channel_id),
+                        installer=self.app_installer)
 
     @cached_property
     def access(self) -> AccessService:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
                                    validation_alias=_env("TEAMS_SERVICE_URL"))
     teams_approvals_channel_id: str | None = Field(None, validation_alias=_env("TEAMS_APPROVALS_CHANNEL_ID"))
     teams_alerts_channel_id: str | None = Field(None, validation_alias=_env("TEAMS_ALERTS_CHANNEL_ID"))
+    # Reaching people who never opened the bot: install the app for them through Graph (PROTOCOL_NOTES §9).
+    teams_proactive_install: bool = Field(True, validation_alias=_env("BREAKGLASS_TEAMS_PROACTIVE_INSTALL"))
+    teams_app_manifest_id: str = Field("", validation_alias=_env("TEAMS_APP_MANIFEST_ID"))
 
     # Entra ID + Microsoft Graph (application permissions, client credentials)
     entra_authority_host: str = Field("https://login.microsoftonline.com",
@@ -156,6 +159,11 @@ class Settings(BaseSettings):
     def auth_disabled(self) -> bool:
         """Bot auth is off only in development with no app id, and then only on loopback (checked at serve)."""
         return self.development and not self.app_id
+
+    @property
+    def teams_manifest_id(self) -> str:
+        """The Teams app's manifest id (teamsApp.externalId); `manifest build` writes MicrosoftAppId there."""
+        return self.teams_app_manifest_id or self.app_id
 
     @property
     def served_tenant_id(self) -> str:

@@ -257,7 +257,7 @@ def demo_seed() -> dict[str, Any]:
             "people": [
                 {"number": p.number, "object_id": p.object_id, "display_name": p.display_name, "upn": p.upn,
                  "mri": p.mri, "servicenow_sys_id": p.snow_sys_id, "freshservice_id": p.freshservice_id,
-                 "halo_user_id": p.halo_user_id,
+                 "halo_user_id": p.halo_user_id, "in_teams": p.in_teams,
                  "personal_conversation_id": personal_conversation_id(DEMO_TENANT_ID, p.mri, BOT_ACCOUNT_ID)}
                 for p in PEOPLE
             ],
