@@ -163,7 +163,7 @@ def register_dev(sub: Any) -> None:
     dev.add_argument("--any-ports", action="store_true",
                      help="let the emulators pick free ports instead of 3991-3994 (tests, parallel stacks)")
     dev.set_defaults(func=cmd_dev)
-    demo = sub.add_parser("demo", help="play the two seed scenarios headlessly and print a timeline")
+    demo = sub.add_parser("demo", help="play the three seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")

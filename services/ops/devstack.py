@@ -29,6 +29,8 @@ DEMO_GRAPH_CLIENT_ID = "dddddddd-0000-0000-0000-000000000001"
 DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulator-only credential
 DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
 APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
+# The demo tenant's org catalog lists the breakglass app under this manifest id (services/emulators/seed.py).
+DEMO_TEAMS_APP_MANIFEST_ID = "bbbbbbbb-0000-0000-0000-0000000000e1"
 EMULATORS = ("entra", "graph", "servicenow", "botconnector")
 DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994}
 READY = "EMULATORS READY "
@@ -196,6 +198,7 @@ class DevStack:
             "SERVICENOW_USERNAME": DEMO_SNOW_USER,
             "SERVICENOW_PASSWORD": DEMO_SNOW_PASSWORD,
             "TEAMS_SERVICE_URL": self.urls["botconnector"] + "/",
+            "TEAMS_APP_MANIFEST_ID": DEMO_TEAMS_APP_MANIFEST_ID,
             "BREAKGLASS_PIM_MIN_ACTIVE": "0",
             "BREAKGLASS_CLOCK_OFFSET": str(self._offset_s()),
             "BREAKGLASS_CLOCK_SCALE": str(self.config.scale),

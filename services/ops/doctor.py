@@ -177,8 +177,8 @@ class Doctor:
                           "never opened the bot cannot be reached")
         app = graph.catalog_app(s.teams_manifest_id)
         if app is None:
-            return FAIL, (f"no app with manifest id {s.teams_manifest_id} in the org app catalog: upload breakglass.zip "
-                          "in Teams admin center (a new app can take up to 48 h to appear)")
+            return FAIL, (f"no app with manifest id {s.teams_manifest_id} in the org app catalog: upload "
+                          "breakglass.zip in Teams admin center (a new app can take up to 48 h to appear)")
         return OK, f"app {app.id} in the org catalog; the Graph app may install it for people who never opened the bot"
 
     def manifest(self) -> tuple[str, str]:
