@@ -23,6 +23,7 @@ from policies.model import GrantMode
 from services.clock import Clock, OffsetClock, SystemClock
 from services.ports import Directory, Graph, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
+from services.state.anchors import AnchorFile
 from services.state.audit import AuditLog
 from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, abandoned_after_s
@@ -78,8 +79,9 @@ class Runtime:
 
     @cached_property
     def audit(self) -> AuditLog:
+        anchor = AnchorFile(self.settings.audit_anchor_file) if self.settings.audit_anchor_file else None
         return AuditLog(self.redis, audit_key(self.settings), prefix=self.settings.key_prefix, clock=self.clock,
-                        checkpoint_every=self.settings.audit_checkpoint_every)
+                        checkpoint_every=self.settings.audit_checkpoint_every, anchor=anchor)
 
     @cached_property
     def policies(self) -> PolicySource:

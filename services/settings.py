@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(None, validation_alias=_env("BREAKGLASS_POLICY_FILE"))
     audit_hmac_key: SecretStr | None = Field(None, validation_alias=_env("BREAKGLASS_AUDIT_HMAC_KEY"))
     audit_checkpoint_every: int = Field(100, ge=1, validation_alias=_env("BREAKGLASS_AUDIT_CHECKPOINT_EVERY"))
+    # Signed checkpoints appended outside Redis (a file Redis's attacker cannot rewrite); `audit verify` checks them.
+    audit_anchor_file: Path | None = Field(None, validation_alias=_env("BREAKGLASS_AUDIT_ANCHOR_FILE"))
     # Development/demo only: run the product as if it were this many seconds later (e.g. "Monday 10:00").
     clock_offset_s: float = Field(0.0, validation_alias=_env("BREAKGLASS_CLOCK_OFFSET"))
     # ...and, for demos, this many times faster than real time, counted from a real instant every process shares.

@@ -292,7 +292,9 @@ class Demo:
             for line in self.timeline(rid):
                 self.say(line)
         self.say("")
-        result = self.runtime.audit.verify()
+        from services.state.anchors import AnchorFile, verify_everything
+        anchors = AnchorFile(self.stack.data / "audit-anchors.jsonl").checkpoints()
+        result = verify_everything(self.runtime.store, self.runtime.audit, anchors)
         self.say(f"audit verify: {result.render()}")
         return 0 if result.ok else 1
 

@@ -183,6 +183,7 @@ class DevStack:
             "BREAKGLASS_DATA_DIR": str(self.data),
             "REDIS_URL": redis_url,
             "BREAKGLASS_AUDIT_HMAC_KEY": key.decode(),
+            "BREAKGLASS_AUDIT_ANCHOR_FILE": str(self.data / "audit-anchors.jsonl"),
             "BREAKGLASS_HOST": "127.0.0.1",
             "BREAKGLASS_PORT": str(self.config.ports.get("bot", 3978)),
             "BREAKGLASS_LOG_FORMAT": "text",
