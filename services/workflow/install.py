@@ -84,6 +84,8 @@ class AppInstaller:
             if self.bot_id and installation.bot_id and installation.bot_id.lower() != self.bot_id.lower():
                 return self._refused(oid, name, request_id, NotReached(FOREIGN))
             chat = self._chat(graph, oid, installation.id)
+        except GraphForbiddenError:  # reading the installation or its chat needs the install permission too
+            return self._refused(oid, name, request_id, NotReached(PERMISSION))
         except GraphError as exc:  # throttled past the retry budget, Graph down: try again next time
             self.audit.append("teams.app_install_failed", actor=SYSTEM, request_id=request_id,
                               data={"user": oid, "name": name, "status": exc.status, "code": exc.code})

@@ -184,3 +184,37 @@ async def test_a_requester_nobody_has_seen_in_teams_is_reached_the_same_way(team
     assert product.services.notifier.tell_requester(record.id, "Your request was received.")
     riley_chat = chat_id(demo.DEMO_BOT_APP_ID, demo.BY_ALIAS["riley"].object_id)
     assert [a for a in product.connector.activities(riley_chat) if "was received" in (a.get("summary") or "")]
+
+
+async def test_an_installation_whose_bot_is_not_ours_is_refused(teams):
+    product = teams.product
+    product.services.app_installer.bot_id = "eeeeeeee-0000-0000-0000-000000000099"  # our bot, as configured
+    await teams.install_in_team()
+    security_admin_request(product)
+    product.run_jobs()
+    assert cards_in(product, PRIYA_CHAT) == []
+    [refused] = audit(product, "teams.app_install_refused")
+    assert refused.data["reason"] == "an app with our manifest id belongs to another bot"
+
+
+async def test_graph_down_is_not_remembered_as_a_refusal(tmp_path, redis_client, redis_url):
+    from bot.app import create_app
+    from tests.harness import start_product
+    from tests.integration.bot.conftest import serving
+
+    product = start_product(tmp_path, redis_client, redis_url, http_retry_budget_s=1, http_max_attempts=2)
+    try:
+        async with serving(create_app(product.settings, product.services)) as client:
+            teams = Teams(client, product)
+            product.graph.add_fault(path="appCatalogs/teamsApps", method="GET", status=503, times=20)
+            await teams.install_in_team()
+            security_admin_request(product)
+            product.run_jobs()
+            assert cards_in(product, PRIYA_CHAT) == []
+            assert audit(product, "teams.app_install_failed") and not audit(product, "teams.app_install_refused")
+            product.graph.faults.clear()
+            second = security_admin_request(product, "morgan")
+            product.run_jobs()
+            assert [c for c in cards_in(product, PRIYA_CHAT) if second.id in texts(c)]
+    finally:
+        product.stop()
