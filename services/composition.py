@@ -24,6 +24,7 @@ from policies.model import GrantMode
 from services.clock import Clock, OffsetClock, SystemClock
 from services.ports import Directory, Graph, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
+from services.state.anchors import AnchorFile
 from services.state.audit import AuditLog
 from services.state.policy_source import PolicyListener, PolicySource
 from services.state.queue import JobQueue, abandoned_after_s
@@ -31,6 +32,7 @@ from services.state.redis_conn import connect
 from services.state.store import RequestStore
 from services.workflow.access import AccessService
 from services.workflow.activation import GrantService
+from services.workflow.install import AppInstaller
 from services.workflow.notify import ChannelConfig, Notifier
 from services.workflow.policy_watch import PolicyWatch
 from services.workflow.receipts import Receipts
@@ -81,8 +83,9 @@ class Runtime:
 
     @cached_property
     def audit(self) -> AuditLog:
+        anchor = AnchorFile(self.settings.audit_anchor_file) if self.settings.audit_anchor_file else None
         return AuditLog(self.redis, audit_key(self.settings), prefix=self.settings.key_prefix, clock=self.clock,
-                        checkpoint_every=self.settings.audit_checkpoint_every)
+                        checkpoint_every=self.settings.audit_checkpoint_every, anchor=anchor)
 
     @cached_property
     def policies(self) -> PolicySource:
@@ -143,13 +146,24 @@ class Services:
         return build_teams(self.settings, self.runtime.redis)
 
     @cached_property
+    def app_installer(self) -> AppInstaller | None:
+        s = self.settings
+        if not (s.teams_proactive_install and s.teams_manifest_id):
+            return None
+        # The Graph client is built on first use: the bot process reaches nobody new until a card must go out.
+        return AppInstaller(graph=lambda: self.graph, store=self.runtime.store,  # type: ignore[arg-type,return-value]
+                            audit=self.runtime.audit, clock=self.runtime.clock, manifest_id=s.teams_manifest_id,
+                            bot_id=s.app_id or None, tenant_id=s.served_tenant_id)
+
+    @cached_property
     def notifier(self) -> Notifier:
         s = self.settings
         return Notifier(store=self.runtime.store, audit=self.runtime.audit, teams=self.teams,
                         policies=self.runtime.policies, clock=self.runtime.clock,
                         channels=ChannelConfig(tenant_id=s.served_tenant_id, service_url=s.teams_service_url,
                                                approvals_channel_id=s.teams_approvals_channel_id,
-                                               alerts_channel_id=s.teams_alerts_channel_id))
+                                               alerts_channel_id=s.teams_alerts_channel_id),
+                        installer=self.app_installer)
 
     @cached_property
     def access(self) -> AccessService:

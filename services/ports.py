@@ -141,6 +141,46 @@ class Graph(Protocol):
     def delete_direct(self, assignment_id: str) -> None: ...
 
 
+# --- Teams app installation for a user (Graph teamwork, PROTOCOL_NOTES §9) -----------------------------------
+
+class TeamsAppBlockedError(GraphForbiddenError):
+    """The tenant's app permission policy blocks the app for this user (403 Forbidden / AccessDenied): an admin
+    must allow it; trying again will not help."""
+
+
+@dataclass(frozen=True)
+class CatalogApp:
+    id: str  # the catalog id (teamsApp.id), used to install
+    external_id: str  # the manifest id
+
+
+@dataclass(frozen=True)
+class AppInstallation:
+    id: str  # the installation id (opaque)
+    catalog_id: str
+    bot_id: str | None  # teamsAppDefinition.bot.id: must be our bot, or the app is a foreign one with our id
+
+
+class TeamsInstaller(Protocol):
+    """Install the bot's Teams app for a user and find the 1:1 chat (application permissions
+    AppCatalog.Read.All and TeamsAppInstallation.ReadWrite(Self)ForUser.All)."""
+
+    def catalog_app(self, manifest_id: str) -> CatalogApp | None:
+        """The org-catalog app with this manifest id; None when it is not published (or not visible)."""
+        ...
+
+    def install_app(self, user_id: str, catalog_id: str) -> bool:
+        """True if installed now, False if it already was (409). Raises TeamsAppBlockedError,
+        GraphForbiddenError (permission missing) or GraphNotFoundError (no such catalog id)."""
+        ...
+
+    def app_installation(self, user_id: str, manifest_id: str) -> AppInstallation | None: ...
+
+    def installation_chat(self, user_id: str, installation_id: str) -> str | None:
+        """The chat id (19:…@unq.gbl.spaces); None while Teams has not created the chat yet (404)."""
+        ...
+
+
 # --- Teams (Bot Connector REST) ----------------------------------------------------------------------------
 
 class TeamsError(ServiceError):

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(None, validation_alias=_env("BREAKGLASS_POLICY_FILE"))
     audit_hmac_key: SecretStr | None = Field(None, validation_alias=_env("BREAKGLASS_AUDIT_HMAC_KEY"))
     audit_checkpoint_every: int = Field(100, ge=1, validation_alias=_env("BREAKGLASS_AUDIT_CHECKPOINT_EVERY"))
+    # Signed checkpoints appended outside Redis (a file Redis's attacker cannot rewrite); `audit verify` checks them.
+    audit_anchor_file: Path | None = Field(None, validation_alias=_env("BREAKGLASS_AUDIT_ANCHOR_FILE"))
     # Development/demo only: run the product as if it were this many seconds later (e.g. "Monday 10:00").
     clock_offset_s: float = Field(0.0, validation_alias=_env("BREAKGLASS_CLOCK_OFFSET"))
     # ...and, for demos, this many times faster than real time, counted from a real instant every process shares.
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
                                    validation_alias=_env("TEAMS_SERVICE_URL"))
     teams_approvals_channel_id: str | None = Field(None, validation_alias=_env("TEAMS_APPROVALS_CHANNEL_ID"))
     teams_alerts_channel_id: str | None = Field(None, validation_alias=_env("TEAMS_ALERTS_CHANNEL_ID"))
+    # Reaching people who never opened the bot: install the app for them through Graph (PROTOCOL_NOTES §9).
+    teams_proactive_install: bool = Field(True, validation_alias=_env("BREAKGLASS_TEAMS_PROACTIVE_INSTALL"))
+    teams_app_manifest_id: str = Field("", validation_alias=_env("TEAMS_APP_MANIFEST_ID"))
 
     # Entra ID + Microsoft Graph (application permissions, client credentials)
     entra_authority_host: str = Field("https://login.microsoftonline.com",
@@ -169,6 +174,11 @@ class Settings(BaseSettings):
     def auth_disabled(self) -> bool:
         """Bot auth is off only in development with no app id, and then only on loopback (checked at serve)."""
         return self.development and not self.app_id
+
+    @property
+    def teams_manifest_id(self) -> str:
+        """The Teams app's manifest id (teamsApp.externalId); `manifest build` writes MicrosoftAppId there."""
+        return self.teams_app_manifest_id or self.app_id
 
     @property
     def served_tenant_id(self) -> str:

@@ -61,7 +61,7 @@ def product_settings(urls: dict[str, str], redis_url: str, data_dir: Path, offse
         audit_hmac_key=AUDIT_KEY.decode(), clock_offset_s=offset_s, log_format="text",
         app_id="", entra_tenant_id=TENANT, entra_client_id=DEMO_GRAPH_CLIENT_ID,
         entra_client_secret=DEMO_GRAPH_CLIENT_SECRET, pim_min_active_s=0, triage_provider="rules",
-        teams_approvals_channel_id=demo.APPROVALS_CHANNEL_ID,
+        teams_approvals_channel_id=demo.APPROVALS_CHANNEL_ID, teams_app_manifest_id=demo.TEAMS_APP_MANIFEST_ID,
     )
     if "entra" in urls:
         values["entra_authority_host"] = urls["entra"]

@@ -21,6 +21,8 @@ from services.clients.http import BearerAuth, HttpClient, RetryPolicy, UpstreamE
 from services.clients.tokens import TokenProvider
 from services.ports import (
     ActiveDurationTooShortError,
+    AppInstallation,
+    CatalogApp,
     DirectAssignment,
     GraphError,
     GraphForbiddenError,
@@ -31,6 +33,7 @@ from services.ports import (
     RoleAssignmentExistsError,
     ScheduleInstance,
     ScheduleRequest,
+    TeamsAppBlockedError,
 )
 from services.state.limiter import RateLimiter
 
@@ -250,6 +253,57 @@ class GraphClient:
         rows = self._list(f"users/{quote(user_id, safe='@')}/transitiveMemberOf/microsoft.graph.group",
                           {"$select": "id", "$top": 999, "$count": "true"}, headers={"ConsistencyLevel": "eventual"})
         return {str(row["id"]).lower() for row in rows if row.get("id")}
+
+
+    # --- Teams app installation (PROTOCOL_NOTES §9) ---
+
+    def catalog_app(self, manifest_id: str) -> CatalogApp | None:
+        query = f"externalId eq {odata_string(manifest_id)} and distributionMethod eq 'organization'"
+        for row in self._list("appCatalogs/teamsApps", {"$filter": query}):
+            # Graph writes "organization", the Teams docs "Organization" (§9.2).
+            if (str(row.get("externalId") or "").lower() == manifest_id.lower()
+                    and str(row.get("distributionMethod") or "").lower() == "organization" and row.get("id")):
+                return CatalogApp(id=str(row["id"]), external_id=str(row["externalId"]))
+        return None
+
+    def install_app(self, user_id: str, catalog_id: str) -> bool:
+        bind = f"{self.base_url}/appCatalogs/teamsApps/{quote(catalog_id, safe='')}"
+        path = f"users/{quote(user_id, safe='@')}/teamwork/installedApps"
+        try:
+            response = self.http.request("POST", path, json={"teamsApp@odata.bind": bind}, allow=(409,))
+        except UpstreamError as exc:
+            # The blocked answer is told apart from a missing permission by its inner code, never the message.
+            if exc.status == 403 and exc.code == "Forbidden" and _inner_code(exc.body) == "AccessDenied":
+                raise TeamsAppBlockedError(403, "AccessDenied", exc.message) from None
+            raise graph_error(exc) from None
+        return response.status_code != 409  # 409: already installed (§9.3; its body is not verified)
+
+    def app_installation(self, user_id: str, manifest_id: str) -> AppInstallation | None:
+        rows = self._list(f"users/{quote(user_id, safe='@')}/teamwork/installedApps", {
+            "$expand": "teamsApp,teamsAppDefinition($expand=bot)",
+            "$filter": f"teamsApp/externalId eq {odata_string(manifest_id)}"})
+        for row in rows:
+            app = row.get("teamsApp") or {}
+            bot = (row.get("teamsAppDefinition") or {}).get("bot") or {}
+            if row.get("id"):
+                return AppInstallation(id=str(row["id"]), catalog_id=str(app.get("id") or ""),
+                                       bot_id=str(bot["id"]) if bot.get("id") else None)
+        return None
+
+    def installation_chat(self, user_id: str, installation_id: str) -> str | None:
+        path = (f"users/{quote(user_id, safe='@')}/teamwork/installedApps/{quote(installation_id, safe='')}"
+                "/chat")
+        response = self._call("GET", path, allow=(404,))
+        if response.status_code == 404:
+            return None
+        chat = response.json().get("id")
+        return str(chat) if chat else None
+
+
+def _inner_code(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    inner = error.get("innerError") if isinstance(error, dict) else None
+    return str(inner.get("code") or "") if isinstance(inner, dict) else ""
 
 
 def build_graph(settings: Settings, redis_client: redis.Redis | None) -> GraphClient:

@@ -305,6 +305,10 @@ class BotConnectorEmulator(Emulator):
 
 
 def _kind_of(conversation_id: str) -> str:
+    if conversation_id.endswith("@unq.gbl.spaces"):
+        # The 1:1 chat id Graph returns for an app installed for a user (PROTOCOL_NOTES §9.4), used as the
+        # conversation id the way Company Communicator does.
+        return "personal"
     if conversation_id.startswith("19:"):
         # Team channels are @thread.tacv2 (or legacy @thread.skype); group chats are @thread.v2.
         return "channel" if ("@thread.tacv2" in conversation_id or "@thread.skype" in conversation_id) else "groupChat"

@@ -33,6 +33,10 @@ DEFAULT_APP_ROLES = (
     "RoleManagement.ReadWrite.Directory",
     "User.Read.All",
     "GroupMember.Read.All",
+    # Teams proactive installation (PROTOCOL_NOTES §9.1): the any-app variant, since the demo's Graph app is not
+    # the bot app named in the manifest's webApplicationInfo.id.
+    "AppCatalog.Read.All",
+    "TeamsAppInstallation.ReadWriteForUser.All",
 )
 GRAPH_DEFAULT_SCOPE = f"{GRAPH_AUDIENCE}/.default"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -32,6 +32,7 @@ from .odata import (
 from .pim import PimEngine, PimError, RoleSettings
 from .ratelimit import TokenBucket, format_retry_after
 from .responses import json_response, read_json
+from .teamwork import Teamwork, TeamworkError
 from .tokens import DEFAULT_SIGNING_SECRET, TokenProblem, mint_access_token, verify_access_token
 
 CTX = "https://graph.microsoft.com/v1.0/$metadata#"
@@ -47,8 +48,17 @@ _NOT_WRITES = re.compile(r"/(checkMemberGroups|checkMemberObjects|getMemberGroup
 _READ_DIR = ("Directory.Read.All", "Directory.ReadWrite.All")
 _RM_READ = ("RoleManagement.Read.Directory", "RoleManagement.Read.All", "RoleManagement.ReadWrite.Directory")
 _SCHEDULE_READ = ("RoleAssignmentSchedule.Read.Directory", "RoleAssignmentSchedule.ReadWrite.Directory", *_RM_READ)
+_INSTALL_WRITE = ("TeamsAppInstallation.ReadWriteSelfForUser.All", "TeamsAppInstallation.ReadWriteForUser.All",
+                  "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All",
+                  "TeamsAppInstallation.ReadWriteAndConsentForUser.All")
+_INSTALL_READ = ("TeamsAppInstallation.ReadForUser.All", *_INSTALL_WRITE)
 # (methods, path regex, accepted app roles): Graph's least-privileged permission tables, used if enforce_roles.
+# First match wins: the teamwork rows come before the generic /users/ row.
 PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], tuple[str, ...]], ...] = (
+    (frozenset({"GET"}), re.compile(r"^/v1\.0/appCatalogs/teamsApps"),
+     ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", *_READ_DIR)),
+    (frozenset({"POST", "DELETE"}), re.compile(r"^/v1\.0/users/[^/]+/teamwork/installedApps"), _INSTALL_WRITE),
+    (frozenset({"GET"}), re.compile(r"^/v1\.0/users/[^/]+/teamwork/installedApps"), _INSTALL_READ),
     (frozenset({"GET"}), re.compile(r"^/v1\.0/users/[^/]+$"), ("User.Read.All", "User.ReadWrite.All", *_READ_DIR)),
     (frozenset({"GET", "POST"}), re.compile(r"^/v1\.0/(users|groups)/"),
      ("GroupMember.Read.All", "Group.Read.All", "User.Read.All", *_READ_DIR)),
@@ -98,6 +108,7 @@ class GraphEmulator(Emulator):
             default_settings=RoleSettings(**vars(self._default_role_settings)),
         )
         self.enforce_roles = bool(self._config["enforce_roles"])
+        self.teamwork = Teamwork()
         self.throttled_count = 0
         self._configure_bucket(self._config["write_rate_limit"], self._config["write_burst"])
 
@@ -111,6 +122,7 @@ class GraphEmulator(Emulator):
         return {
             **self.directory.to_json(),
             **self.pim.to_json(),
+            **self.teamwork.to_json(),
             "write_rate_limit": self.write_rate_limit,
             "write_burst": self.write_burst,
             "throttled_count": self.throttled_count,
@@ -142,6 +154,7 @@ class GraphEmulator(Emulator):
             )
         if "enforce_roles" in data:
             self.enforce_roles = bool(data.pop("enforce_roles"))
+        self.teamwork.apply(data, self.clock.now())
         if "assignments" in data:
             self.pim.assignments = []
             for row in data.pop("assignments"):
@@ -305,6 +318,11 @@ class GraphEmulator(Emulator):
         r.add_post(f"{RM}/roleAssignments", self._h_create_role_assignment)
         r.add_get(f"{RM}/roleAssignments/{{assignment_id}}", self._h_role_assignment)
         r.add_delete(f"{RM}/roleAssignments/{{assignment_id}}", self._h_delete_role_assignment)
+        r.add_get("/v1.0/appCatalogs/teamsApps", self._h_catalog)
+        r.add_get("/v1.0/users/{user}/teamwork/installedApps", self._h_installed_apps)
+        r.add_post("/v1.0/users/{user}/teamwork/installedApps", self._h_install_app)
+        r.add_get("/v1.0/users/{user}/teamwork/installedApps/{installation}/chat", self._h_installation_chat)
+        r.add_delete("/v1.0/users/{user}/teamwork/installedApps/{installation}", self._h_uninstall_app)
 
     # users and groups
     async def _h_user(self, request: web.Request) -> web.Response:
@@ -503,6 +521,115 @@ class GraphEmulator(Emulator):
         if "principal" in expand:
             out["principal"] = self.directory.principal(row["principalId"])
         return out
+
+
+    # Teams proactive installation (teamwork.py)
+    def _token(self, request: web.Request) -> tuple[str, set[str]]:
+        claims = request.get(CLAIMS, {})
+        return str(claims.get("appid") or claims.get("azp") or ""), set(claims.get("roles") or [])
+
+    def teamwork_error(self, request: web.Request, error: TeamworkError) -> web.Response:
+        if error.inner_code is None:
+            return self.error(request, error.status, error.code, error.message)
+        body = self._error_body(request, error.code, error.message)
+        body["error"]["innerError"] = {"code": error.inner_code, "message": error.message,
+                                       **body["error"]["innerError"]}
+        return json_response(body, status=error.status, headers=self._ids(request))
+
+    def _user_id(self, request: web.Request) -> str | None:
+        user = self.directory.find_user(request.match_info["user"])
+        return str(user["id"]) if user is not None else None
+
+    async def _h_catalog(self, request: web.Request) -> web.Response:
+        try:
+            conditions = parse_filter(request.query.get("$filter"))
+            check_properties(conditions, ("id", "externalId", "displayName", "distributionMethod"), "teamsApp")
+        except ODataError as exc:
+            return self.error(request, 400, "BadRequest", str(exc))
+        with self.lock:
+            value = apply_filter(self.teamwork.catalog(), conditions)
+        return self.ok(request, {"@odata.context": f"{CTX}appCatalogs/teamsApps", "value": value})
+
+    async def _h_installed_apps(self, request: web.Request) -> web.Response:
+        try:
+            conditions = parse_filter(request.query.get("$filter"))
+            check_properties(conditions, ("id", "teamsApp/id", "teamsApp/externalId"),
+                             "userScopeTeamsAppInstallation")
+            expand = _teamwork_expand(request.query.get("$expand"))
+        except ODataError as exc:
+            return self.error(request, 400, "BadRequest", str(exc))
+        app_id, roles = self._token(request)
+        with self.lock:
+            user_id = self._user_id(request)
+            if user_id is None:
+                return self.not_found(request, request.match_info["user"])
+            rows = []
+            for installation, app in self.teamwork.installations(user_id, app_id, roles):
+                flat = {"id": installation, "teamsApp/id": app.id, "teamsApp/externalId": app.external_id}
+                if not all(c.test(flat) for c in conditions):
+                    continue
+                row: dict[str, Any] = {"id": installation}
+                if "teamsApp" in expand:
+                    row["teamsApp"] = app.catalog_json()
+                if "teamsAppDefinition" in expand:
+                    row["teamsAppDefinition"] = app.definition_json(bot="bot" in expand)
+                rows.append(row)
+        return self.ok(request, {"value": rows})
+
+    async def _h_install_app(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_json(request)
+            bind = str(body["teamsApp@odata.bind"])
+        except (ValueError, KeyError, TypeError):
+            return self.error(request, 400, "BadRequest", "The request body must contain 'teamsApp@odata.bind'.")
+        catalog_id = bind.rstrip("/").rsplit("/", 1)[-1].strip("'()")
+        app_id, roles = self._token(request)
+        with self.lock:
+            user_id = self._user_id(request)
+            if user_id is None:
+                return self.not_found(request, request.match_info["user"])
+            try:
+                self.teamwork.install(user_id, catalog_id, self.clock.now(), token_app_id=app_id, roles=roles,
+                                      tenant_id=self.tenant_id)
+            except TeamworkError as exc:
+                return self.teamwork_error(request, exc)
+        return web.Response(status=201, headers=self._ids(request))
+
+    async def _h_installation_chat(self, request: web.Request) -> web.Response:
+        with self.lock:
+            user_id = self._user_id(request)
+            if user_id is None:
+                return self.not_found(request, request.match_info["user"])
+            try:
+                chat = self.teamwork.chat(user_id, request.match_info["installation"], self.clock.now())
+            except TeamworkError as exc:
+                return self.teamwork_error(request, exc)
+        return self.ok(request, {"@odata.context": f"{CTX}chats/$entity", "id": chat})
+
+    async def _h_uninstall_app(self, request: web.Request) -> web.StreamResponse:
+        with self.lock:
+            user_id = self._user_id(request)
+            if user_id is None or not self.teamwork.uninstall(user_id, request.match_info["installation"]):
+                return self.not_found(request, request.match_info["installation"])
+        return web.Response(status=204, headers=self._ids(request))
+
+
+def _teamwork_expand(text: str | None) -> set[str]:
+    """`teamsApp,teamsAppDefinition($expand=bot)` -> {"teamsApp", "teamsAppDefinition", "bot"}."""
+    out: set[str] = set()
+    for item in re.split(r",(?![^(]*\))", text or ""):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, nested = item.partition("(")
+        if name not in ("teamsApp", "teamsAppDefinition"):
+            raise ODataError(f"Could not find a navigation property named '{name}'.")
+        out.add(name)
+        if nested:
+            if name != "teamsAppDefinition" or nested.rstrip(")").replace(" ", "") != "$expand=bot":
+                raise ODataError(f"Unsupported nested expand: {item!r}")
+            out.add("bot")
+    return out
 
 
 def _parse_expand(text: str | None) -> list[str]:

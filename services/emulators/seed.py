@@ -17,6 +17,10 @@ from .entra import DEMO_GRAPH_CLIENT_ID, DEMO_TENANT_ID
 DOMAIN = "contoso.example"
 BOT_ACCOUNT_ID = f"28:{DEMO_BOT_APP_ID}"
 APPROVALS_CHANNEL_ID = "19:breakglass-approvals@thread.tacv2"
+# The breakglass app as published to the demo tenant's org catalog (ids from graph/teamwork_*.http.json): the
+# manifest id (teamsApp.externalId), the catalog id the server generated, and the bot behind it.
+TEAMS_APP_MANIFEST_ID = "bbbbbbbb-0000-0000-0000-0000000000e1"
+TEAMS_APP_CATALOG_ID = "bbbbbbbb-0000-0000-0000-0000000000c1"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class Person:
     job_title: str
     department: str
     agent: bool = True  # IT staff: agents in the ITSM tools
+    # In the Teams team the bot is installed in (so the bot learns them from the roster) and with a 1:1 chat with
+    # the bot. False: a person who never opened the bot; only a proactive installation reaches them.
+    in_teams: bool = True
 
     @property
     def object_id(self) -> str:
@@ -66,6 +73,8 @@ PEOPLE: tuple[Person, ...] = (
     Person(8, "Alex", "Novak", "Alex Novak", "alex", "Service Desk Agent", "Service Desk"),
     Person(9, None, None, "Break Glass 01", "breakglass01", "Emergency access account", "IT", agent=False),
     Person(10, None, None, "svc-backup", "svc-backup", "Service account", "IT", agent=False),
+    Person(11, "Priya", "Natarajan", "Priya Natarajan", "priya", "Security Lead (joined this week)",
+           "Security Operations", in_teams=False),
 )
 BY_ALIAS = {p.alias: p for p in PEOPLE}
 
@@ -109,7 +118,15 @@ def graph_seed() -> dict[str, Any]:
     ]
     memberships = {gid: [BY_ALIAS[a].object_id for a in members] for gid, _, members in GROUPS}
     return {"users": users, "groups": groups, "memberships": memberships,
-            "role_definitions": builtin_role_definitions(), "assignments": []}
+            "role_definitions": builtin_role_definitions(), "assignments": [],
+            "teams_apps": [teams_app()]}
+
+
+def teams_app() -> dict[str, Any]:
+    """The org-catalog entry; its webApplicationInfo.id is the bot app, as in the shipped manifest."""
+    return {"id": TEAMS_APP_CATALOG_ID, "externalId": TEAMS_APP_MANIFEST_ID, "displayName": "Breakglass",
+            "distributionMethod": "organization", "botId": DEMO_BOT_APP_ID, "azureADAppId": DEMO_BOT_APP_ID,
+            "version": "1.0.0"}
 
 
 def servicenow_seed() -> dict[str, Any]:
@@ -218,12 +235,12 @@ def botconnector_seed() -> dict[str, Any]:
         {"id": p.mri, "name": p.display_name, "aadObjectId": p.object_id, "userPrincipalName": p.upn,
          "email": p.upn, "givenName": p.given_name, "surname": p.surname, "tenantId": DEMO_TENANT_ID,
          "userRole": "user"}
-        for p in PEOPLE
+        for p in PEOPLE if p.in_teams
     ]
     conversations: list[dict[str, Any]] = [
         {"id": personal_conversation_id(DEMO_TENANT_ID, p.mri, BOT_ACCOUNT_ID), "conversationType": "personal",
          "members": [p.mri], "tenantId": DEMO_TENANT_ID}
-        for p in PEOPLE
+        for p in PEOPLE if p.in_teams
     ]
     conversations.append({"id": APPROVALS_CHANNEL_ID, "conversationType": "channel", "members": [],
                           "tenantId": DEMO_TENANT_ID})
@@ -236,10 +253,11 @@ def demo_seed() -> dict[str, Any]:
         "tenant": {
             "tenant_id": DEMO_TENANT_ID, "domain": DOMAIN, "bot_app_id": DEMO_BOT_APP_ID,
             "graph_client_id": DEMO_GRAPH_CLIENT_ID, "approvals_channel_id": APPROVALS_CHANNEL_ID,
+            "teams_app_manifest_id": TEAMS_APP_MANIFEST_ID, "teams_app_catalog_id": TEAMS_APP_CATALOG_ID,
             "people": [
                 {"number": p.number, "object_id": p.object_id, "display_name": p.display_name, "upn": p.upn,
                  "mri": p.mri, "servicenow_sys_id": p.snow_sys_id, "freshservice_id": p.freshservice_id,
-                 "halo_user_id": p.halo_user_id,
+                 "halo_user_id": p.halo_user_id, "in_teams": p.in_teams,
                  "personal_conversation_id": personal_conversation_id(DEMO_TENANT_ID, p.mri, BOT_ACCOUNT_ID)}
                 for p in PEOPLE
             ],

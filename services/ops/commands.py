@@ -40,7 +40,12 @@ def register_policy(sub: Any) -> None:
 def register_audit(sub: Any) -> None:
     audit = sub.add_parser("audit", help="verify, export and read the audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    verify = asub.add_parser("verify", help="check the hash chain and signatures (exit 1 on tampering)")
+    verify = asub.add_parser("verify", help="check the hash chain and signatures, and that the log still holds "
+                                            "everything the anchors and the rest of Redis say happened (exit 1 "
+                                            "otherwise)")
+    verify.add_argument("--anchor", type=Path, action="append", default=[],
+                        help="an anchor file (JSON lines) or an evidence pack (.json) from a ticket; repeatable "
+                             "(default: BREAKGLASS_AUDIT_ANCHOR_FILE)")
     verify.set_defaults(func=cmd_audit_verify)
     export = asub.add_parser("export", help="export events for a SIEM or archive")
     export.add_argument("--since", help="ISO 8601 time, e.g. 2026-11-01T00:00:00Z")
@@ -123,7 +128,27 @@ def _runtime() -> Runtime:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    result = _runtime().audit.verify()
+    from services.state.anchors import read_anchors, verify_everything
+
+    runtime = _runtime()
+    paths = list(args.anchor) or ([runtime.settings.audit_anchor_file] if runtime.settings.audit_anchor_file
+                                  else [])
+    anchors, problems = [], []
+    for path in paths:
+        try:
+            found, bad = read_anchors(path)
+        except FileNotFoundError:
+            if args.anchor:
+                print(f"breakglass audit verify: no anchor file {path}", file=sys.stderr)
+                return 2
+            # The configured file appears with the first anchored event; none yet means nothing to reach.
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"breakglass audit verify: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+        anchors += found
+        problems += bad
+    result = verify_everything(runtime.store, runtime.audit, anchors, anchor_problems=problems)
     print(result.render())
     return 0 if result.ok else 1
 
@@ -178,7 +203,7 @@ def register_dev(sub: Any) -> None:
                      help="openai: run the OpenAI-compatible emulator as the triage model (script its answers "
                           "through its /_emulator/state)")
     dev.set_defaults(func=cmd_dev)
-    demo = sub.add_parser("demo", help="play the two seed scenarios headlessly and print a timeline")
+    demo = sub.add_parser("demo", help="play the three seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")

