@@ -206,8 +206,8 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
     worker_cls: Any = ForkingWorker if fork else InProcessWorker
 
     def build(worker_name: str) -> Any:
-        return worker_cls(q.worker_queues(runtime.redis), connection=runtime.redis, serializer=JSONSerializer,
-                          job_class=q.JSONJob, queue_class=q.JSONQueue, name=worker_name,
+        return worker_cls(q.worker_queues(runtime.redis, q.ClaimingQueue), connection=runtime.redis,
+                          serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.ClaimingQueue, name=worker_name,
                           job_monitoring_interval=q.heartbeat_interval_s(runtime.settings.reconcile_interval_s))
 
     worker = build(name or f"breakglass-{socket.gethostname()}-{os.getpid()}")

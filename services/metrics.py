@@ -32,6 +32,8 @@ COUNTERS = {
     "revocations": ("breakglass_revocations_total", "Revocations by reason", "reason"),
     "job_failures": ("breakglass_job_failures_total", "Job failures by job", "job"),
     "job_retries": ("breakglass_job_retries_total", "Job retries scheduled by job", "job"),
+    "redriven": ("breakglass_jobs_redriven_total", "Working steps the reconciler re-drove after their deadline",
+                 "step"),
     "child_incidents": ("breakglass_child_incidents_total", "Integration-failure child incidents opened", "system"),
 }
 HISTOGRAMS = {

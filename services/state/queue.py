@@ -10,6 +10,7 @@ import math
 import re
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -17,6 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.utils import utcformat
 from rq_scheduler import Scheduler
 
 from services.clock import Clock, SystemClock
@@ -124,9 +126,44 @@ class JSONQueue(Queue):
         super().__init__(name=name, connection=connection, **kwargs)
 
 
-def worker_queues(connection: redis.Redis) -> list[JSONQueue]:
+# A worker takes a job in two steps: BLPOP (Redis hands it the id, even while the process is frozen) and a read of
+# the job's hash. Between the two, and for ever if the worker dies, the job is in no queue and no registry, its
+# hash still says "queued": the reconciler pushes such an id back (JobQueue.redrive). This read is also the claim
+# that makes that safe: only a worker that finds the job "queued" runs it, and it marks it started (with a
+# heartbeat, so a worker that dies right after is seen as gone) in the same script. A second copy of the id, pushed
+# back while a live worker was between its two steps, is skipped by whoever pops it later.
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status ~= 'queued' then return {} end
+redis.call('HSET', KEYS[1], 'status', 'started', 'last_heartbeat', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+class ClaimingQueue(JSONQueue):
+    """The worker's view of the queues: a dequeued job is claimed in the round trip that reads it (see _CLAIM);
+    RQ dequeues again when the claim fails, as it does for a job whose hash is gone."""
+
+    @classmethod
+    def _fetch_dequeued_job(cls, connection: redis.Redis, queue_key: str, job_id: str, job_class: Any = None,
+                            serializer: Any = None, death_penalty_class: Any = None) -> tuple[Job, Queue] | None:
+        queue = cls.from_queue_key(queue_key, connection=connection, job_class=JSONJob,
+                                   serializer=JSONSerializer, death_penalty_class=death_penalty_class)
+        claim = connection.register_script(_CLAIM)
+        raw = claim(keys=[JSONJob.key_for(job_id)], args=[utcformat(datetime.now(UTC))])
+        if not raw:
+            if raw is not None:  # [] : someone else claimed it, or it already ran
+                log.info("skipped a job that is no longer queued", extra={"job_id": job_id})
+            return None
+        job = JSONJob(job_id, connection=connection)
+        job.restore(dict(zip(raw[::2], raw[1::2], strict=True)))
+        return job, queue
+
+
+def worker_queues(connection: redis.Redis, queue_class: type[JSONQueue] = JSONQueue) -> list[JSONQueue]:
     """The queues a worker takes jobs from, access jobs first."""
-    return [JSONQueue(name, connection=connection) for name in QUEUE_NAMES]
+    return [queue_class(name, connection=connection) for name in QUEUE_NAMES]
 
 
 def heartbeat_interval_s(reconcile_interval_s: float) -> int:
@@ -140,6 +177,10 @@ def abandoned_after_s(reconcile_interval_s: float) -> float:
     return max(3 * heartbeat_interval_s(reconcile_interval_s), reconcile_interval_s * 2 / 3)
 
 
+def _queue_key(name: str) -> str:
+    return f"{Queue.redis_queue_namespace_prefix}{name}"
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -147,6 +188,32 @@ def job_id(*parts: object) -> str:
     """Deterministic ids: the same logical job always has the same id, so a duplicate enqueue is a no-op.
     RQ accepts only letters, digits, '_' and '-'."""
     return "_".join(_UNSAFE.sub("-", str(p)) for p in parts)
+
+
+class JobState(StrEnum):
+    """Where a job id stands, as the reconciler needs to know it."""
+
+    WAITING = "waiting"  # in its queue
+    SCHEDULED = "scheduled"  # on rq-scheduler's schedule, not yet overdue
+    RUNNING = "running"  # started, its heartbeat fresh
+    ORPHANED = "orphaned"  # its hash says queued, but it is in no queue: taken by a worker that died or froze
+    ABANDONED = "abandoned"  # started, its heartbeat stale: the worker died mid-job
+    OVERDUE = "overdue"  # scheduled, but rq-scheduler did not move it in time
+    GONE = "gone"  # no hash, or finished, failed, cancelled
+
+    @property
+    def in_hand(self) -> bool:
+        return self in {JobState.WAITING, JobState.SCHEDULED, JobState.RUNNING}
+
+
+# Pushes an orphaned job's id back onto its queue, only if its hash still says "queued" and the id is still in no
+# queue: a live worker that claimed it meanwhile (see _CLAIM) wins, and nothing is pushed.
+_REPUSH = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then return 0 end
+if ARGV[2] == '1' then redis.call('LPUSH', KEYS[2], ARGV[1]) else redis.call('RPUSH', KEYS[2], ARGV[1]) end
+return 1
+"""
 
 
 class JobQueue:
@@ -160,40 +227,75 @@ class JobQueue:
         self.queue = JSONQueue(name, connection=client)
         self.access_queue = JSONQueue(ACCESS_QUEUE_NAME, connection=client)
         self.scheduler = Scheduler(queue=self.queue, connection=client, job_class=JSONJob, queue_class=JSONQueue)
+        self._repush = client.register_script(_REPUSH)
 
     def pending(self, jid: str) -> bool:
+        return self.look([jid])[jid].in_hand
+
+    def look(self, jids: list[str]) -> dict[str, JobState]:
+        """Where each job stands: one pipelined read for all of them, and one more only for jobs that say they
+        are queued (is the id really in its queue?)."""
         with self.redis.pipeline(transaction=False) as pipe:
-            raw, score = self._read_job(pipe, jid).execute()
-        return self._pending(jid, raw, score)
+            for jid in jids:
+                self._read_job(pipe, jid)
+            replies = pipe.execute()
+        read = {jid: self._state(jid, replies[2 * i], replies[2 * i + 1]) for i, jid in enumerate(jids)}
+        states = {jid: state for jid, (state, _) in read.items()}
+        queued = {jid: origin for jid, (state, origin) in read.items() if origin is not None}
+        if queued:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for jid, origin in queued.items():
+                    pipe.lpos(_queue_key(origin), jid)
+                found = pipe.execute()
+            for jid, position in zip(queued, found, strict=True):
+                states[jid] = JobState.WAITING if position is not None else JobState.ORPHANED
+        return states
 
     def _read_job(self, pipe: Any, jid: str) -> Any:
-        """Queue the reads `_pending` needs: the job's hash and its schedule score."""
+        """Queue the reads `_state` needs: the job's hash and its schedule score."""
         return pipe.hgetall(JSONJob.key_for(jid)).zscore(self.scheduler.scheduled_jobs_key, jid)
 
-    def _pending(self, jid: str, raw: dict[bytes, bytes], score: float | None) -> bool:
-        """Whether the job (its hash `raw` and schedule `score`, read together) is queued, running or scheduled."""
+    def _state(self, jid: str, raw: dict[bytes, bytes], score: float | None) -> tuple[JobState, str | None]:
+        """Where the job (its hash `raw` and schedule `score`, read together) stands. A queued job is taken to be
+        WAITING, and the name of the queue it should be in comes with it, for a caller that looks there."""
         if not raw:
-            return False
+            return JobState.GONE, None
         job = JSONJob(jid, connection=self.redis)
         try:
             job.restore(raw)
         except NoSuchJobError:
-            return False
+            return JobState.GONE, None
         status = job.get_status(refresh=False)
         if score is not None:
-            return float(score) > datetime.now(UTC).timestamp() - OVERDUE_AFTER_S
+            late = float(score) <= datetime.now(UTC).timestamp() - OVERDUE_AFTER_S
+            return (JobState.OVERDUE if late else JobState.SCHEDULED), None
+        if status == JobStatus.QUEUED:
+            return JobState.WAITING, job.origin or QUEUE_NAME
         if status in WAITING_STATUSES:
-            return status != JobStatus.SCHEDULED
+            return (JobState.WAITING if status != JobStatus.SCHEDULED else JobState.OVERDUE), None
         if status == JobStatus.STARTED:
             beat = job.last_heartbeat or job.started_at
             if beat is not None:
                 age = (datetime.now(UTC) - beat.replace(tzinfo=UTC)).total_seconds()
-                return age < self.abandoned_after_s
-            return True
-        return False
+                return (JobState.RUNNING if age < self.abandoned_after_s else JobState.ABANDONED), None
+            return JobState.RUNNING, None
+        return JobState.GONE, None
+
+    def redrive(self, func: str, *args: object, jid: str, timeout: int = 120, at_front: bool = False,
+                state: JobState | None = None) -> bool:
+        """Put a job that is no longer in hand back to work under its own id: an orphaned one is pushed back onto
+        its queue as it is (compare-and-set against a worker claiming it meanwhile); any other is enqueued anew.
+        False when it is in hand after all."""
+        state = state or self.look([jid])[jid]
+        if state.in_hand:
+            return False
+        if state is JobState.ORPHANED:
+            return bool(self._repush(keys=[JSONJob.key_for(jid), self._queue(func).key], args=[jid, int(at_front)]))
+        return self.enqueue(func, *args, jid=jid, timeout=timeout, at_front=at_front)
 
     def enqueue(self, func: str, *args: object, jid: str, timeout: int = 120, at_front: bool = False) -> bool:
-        """Returns False when a job with this id is already queued, running or scheduled.
+        """Returns False when a job with this id is already queued, running or scheduled (a job whose hash says
+        queued counts as queued here: only the reconciler, through `redrive`, looks further).
 
         Two round trips: the lock is taken and the job read in one pipeline; the job is written, pushed and the
         lock released in one transaction."""
@@ -203,11 +305,11 @@ class JobQueue:
         if not locked:
             return False
         try:
-            pending = self._pending(jid, raw, score)
+            state, _ = self._state(jid, raw, score)
         except BaseException:
             self.redis.delete(lock_key)
             raise
-        if pending:
+        if state.in_hand:
             self.redis.delete(lock_key)
             return False
         with self.redis.pipeline() as pipe:
@@ -223,9 +325,9 @@ class JobQueue:
 
     def enqueue_new(self, func: str, *args: object, jid: str, timeout: int = 120) -> None:
         """One round trip, no duplicate check: only for a job whose id nobody can have queued yet, because the
-        compare-and-set that made it due is its only caller (an approval's grant job). The reconciler's own
-        enqueue of the same id waits until the record has been still for a reconcile period, and the job is
-        idempotent besides."""
+        compare-and-set that made it due is its only caller (an approval's grant job). The reconciler re-drives
+        the same id only once the request's deadline has passed and the job is in no queue, registry or schedule
+        (`redrive`), and the job is idempotent besides."""
         with self.redis.pipeline() as pipe:
             self._write(pipe, func, args, jid, timeout)
             pipe.execute()
