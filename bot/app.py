@@ -27,6 +27,7 @@ from services.composition import Services
 from services.metrics import METRICS, metrics_response
 from services.settings import Settings
 from services.triage import TriageProvider
+from services.workflow.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ class MessagesEndpoint:
         self.validated = ValidatedTokens()
         self.adapter = CloudAdapter(self.auth)
         self.adapter.on_turn_error = self._on_turn_error
+        runtime = services.runtime
+        self.outage = OutageWatch("bot", runtime.redis, settings.key_prefix,
+                                  lambda title, facts: services.notifier.alert(title, facts, "critical"))
 
     async def _on_turn_error(self, context: Any, exc: Exception) -> None:
         log.error("turn failed", extra={"error_type": type(exc).__name__, "error": str(exc)[:300],
@@ -171,7 +175,10 @@ class MessagesEndpoint:
             return rejection
         try:
             response = await self.adapter.process_activity(auth_result, activity, self.bot.on_turn)
-        except Exception:
+        except Exception as exc:
+            kind = self.outage.failed(exc)  # logged once per outage, counted every time
+            if kind is not None:
+                return error(503, "breakglass cannot store anything right now; try again in a minute")
             ref = uuid.uuid4().hex[:12]
             log.exception("activity processing failed", extra={"ref": ref, "activity_type": activity.type})
             if activity.type == "invoke":
@@ -179,6 +186,8 @@ class MessagesEndpoint:
                                           "value": {"code": "InternalError",
                                                     "message": f"Something went wrong (ref {ref}). Try again."}})
             return error(503, f"temporarily unable to process the activity (ref {ref})")
+        if self.outage.current is not None:  # this turn wrote to Redis again: the outage is over
+            await asyncio.to_thread(self.outage.ended)
         if isinstance(response, InvokeResponse):
             return web.json_response(response.body, status=response.status or 200)
         return web.Response(status=201)
@@ -240,8 +249,13 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
 
     async def readyz(_: web.Request) -> web.Response:
         problems = []
+        watch = endpoint.outage
         try:
-            await asyncio.to_thread(services.runtime.redis.ping)
+            if await asyncio.to_thread(watch.writable):
+                if watch.current is not None:
+                    await asyncio.to_thread(watch.ended)
+            else:
+                problems.append(f"redis: refusing writes ({watch.current.kind if watch.current else 'outage'})")
         except Exception as exc:  # noqa: BLE001
             problems.append(f"redis: {type(exc).__name__}")
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import signal
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -113,8 +114,26 @@ class AlignedScheduler(Scheduler):
             while not (self.tick() and burst):
                 time.sleep(seconds_to_next_tick(time.time(), self._interval))
         finally:
+            self._leave()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT exit at once. rq-scheduler's own handler writes to Redis first, and with Redis down that
+        write raised instead of the exit, so the process went on waiting for Redis; `run` leaves best effort."""
+
+        def stop(signum: int, frame: Any) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+
+    def _leave(self) -> None:
+        """Give up the lock and register the end, if Redis lets us: never in place of the error or exit that is
+        ending the loop (the lock expires by itself; the registration with its heartbeat)."""
+        try:
             self.remove_lock()
             self.register_death()
+        except redis.exceptions.RedisError as exc:
+            log.warning("scheduler could not register its end", extra={"error": str(exc)[:200]})
 
 
 class JSONQueue(Queue):
