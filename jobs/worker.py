@@ -271,6 +271,11 @@ def survive_redis_outages(run: Callable[[int], bool], watch: OutageWatch, what: 
     whatever Redis is doing. A loop that keeps failing while Redis is fine is restarted at most
     MAX_RESTARTS_PER_HOUR times, then the process exits non-zero for its supervisor."""
     shutdown = shutdown or Shutdown()
+    asked = stopping
+
+    def stopping() -> bool:
+        return shutdown.is_set() or asked()
+
     restarts: list[float] = []
     for generation in itertools.count(1):
         try:

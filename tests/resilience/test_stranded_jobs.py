@@ -79,3 +79,28 @@ def test_an_approval_taken_by_a_frozen_worker_is_granted_after_the_restart(launc
     metrics = product.services.grants.metrics.counters("redriven")
     assert metrics.get("grant") == 1.0, metrics
     assert product.audit.verify().ok
+
+
+@pytest.mark.slow
+@time_limit(120)
+@pytest.mark.parametrize("process", ["worker", "scheduler"])
+def test_sigterm_while_redis_is_down_exits_within_bounded_time_and_never_polls_again(launch, own_redis, process):
+    """Seen once: a worker that got SIGTERM while Redis was being stopped kept running, reconnected to the new
+    Redis and polled without being registered. Asked to stop, a process stops, whatever Redis is doing."""
+    procs = launch(client=own_redis.client(), url=own_redis.url()).procs
+    proc = procs.worker() if process == "worker" else procs.scheduler()
+    ready = (lambda: blocked_in_blpop(own_redis)) if process == "worker" else \
+        (lambda: own_redis.client().zscore("rq:scheduler:scheduled_jobs", "periodic-reconcile"))
+    wait_for(ready, 30, f"the {process} to be at work ({logs(procs, process)})")
+    own_redis.stop()
+    time.sleep(1.5)  # it has lost Redis and is backing off
+    asked = time.monotonic()
+    proc.terminate()
+    code = proc.wait(timeout=30)
+    took = time.monotonic() - asked
+    assert took <= 5, f"{process} took {took:.1f}s to stop ({logs(procs, process)})"
+    assert code == 0, logs(procs, process)
+    own_redis.start()  # a new Redis on the same address: nobody comes back to poll it
+    time.sleep(1.0)
+    client = own_redis.client()
+    assert [c["cmd"] for c in client.client_list() if not c["cmd"].startswith("client")] == []
