@@ -26,6 +26,7 @@ from cards.builder import prepare as prepare_cards
 from services.composition import Services
 from services.metrics import METRICS, metrics_response
 from services.settings import Settings
+from services.state.queue import WorkerRoll
 from services.triage import TriageProvider
 from services.workflow.outage import OutageWatch
 
@@ -244,6 +245,8 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[APP_KEY] = {"endpoint": endpoint, "bot": bot}
 
+    roll = WorkerRoll(services.runtime.redis, settings.key_prefix, settings.reconcile_interval_s)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -262,12 +265,21 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
             services.runtime.policies.current()
         except Exception as exc:  # noqa: BLE001
             problems.append(f"policy: {type(exc).__name__}")
+        # Degraded, not unready: taking the bot out of the load balancer brings no worker back, and approvals
+        # given meanwhile are granted once one runs (the reconciler re-drives them).
+        degraded = []
         if services.runtime.policies.last_error:
-            problems.append("policy: the latest edit is invalid; serving the previous policy")
-        status = 200 if not problems or problems == ["policy: the latest edit is invalid; serving the previous "
-                                                     "policy"] else 503
-        return web.json_response({"status": "ready" if status == 200 else "not ready", "problems": problems},
-                                 status=status)
+            degraded.append("policy: the latest edit is invalid; serving the previous policy")
+        if not problems:
+            try:
+                if not await asyncio.to_thread(roll.alive):
+                    degraded.append(f"workers: none running (none heard from for {roll.stale_after_s:.0f} s); "
+                                    "approved requests wait")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"redis: {type(exc).__name__}")
+        status = 503 if problems else 200
+        state = "not ready" if problems else "degraded" if degraded else "ready"
+        return web.json_response({"status": state, "problems": problems + degraded}, status=status)
 
     async def metrics(_: web.Request) -> web.Response:
         return metrics_response(services.runtime.store)

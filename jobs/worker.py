@@ -63,15 +63,19 @@ class ReconcileWatchdog(threading.Thread):
     enqueues it, so expiry does not depend on the scheduler being alive. It looks four times per period and steps
     in once a run is a quarter period late, so without a scheduler the reconciler still runs every ~1.5 periods."""
 
-    def __init__(self, services: Services, interval_s: int, watch: OutageWatch | None = None):
+    def __init__(self, services: Services, interval_s: int, watch: OutageWatch | None = None, name: str = ""):
         super().__init__(name="reconcile-watchdog", daemon=True)
         self.services = services
         self.interval_s = interval_s
         self.watch = watch
+        self.worker_name = name
+        self.roll = q.WorkerRoll(services.runtime.redis, services.settings.key_prefix, interval_s)
         self.stop_event = threading.Event()
 
     def run(self) -> None:
+        self._beat()
         while not self.stop_event.wait(self.interval_s / 4):
+            self._beat()
             try:
                 last = self.services.reconciler.last_run()
                 now = self.services.runtime.clock.now()
@@ -81,6 +85,21 @@ class ReconcileWatchdog(threading.Thread):
             except Exception as exc:
                 if self.watch is None or self.watch.failed(exc) is None:  # an outage is logged once, by the watch
                     log.exception("reconcile watchdog check failed")
+
+    def _beat(self) -> None:
+        """This worker is alive (WorkerRoll): the scheduler alerts, and /readyz and doctor say so, when none is."""
+        try:
+            self.roll.beat(self.worker_name)
+        except Exception as exc:
+            if self.watch is None or self.watch.failed(exc) is None:
+                log.exception("worker liveness beat failed")
+
+    def leave(self) -> None:
+        self.stop_event.set()
+        try:
+            self.roll.gone(self.worker_name)
+        except Exception:  # noqa: BLE001 - leaving while Redis is down: the entry goes stale by itself
+            log.warning("could not take the worker off the roll")
 
 
 class _PipelinedHeartbeat:
@@ -227,7 +246,7 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
 
     worker = build(name or f"breakglass-{socket.gethostname()}-{os.getpid()}")
     watch = outage_watch(services, "worker")
-    watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s, watch)
+    watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s, watch, worker.name)
     if not burst:
         watchdog.start()
     log.info("worker starting", extra={"queues": list(q.QUEUE_NAMES), "fork": fork,
@@ -250,7 +269,7 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
     try:
         return survive_redis_outages(work, watch, "worker", stopping, shutdown)
     finally:
-        watchdog.stop_event.set()
+        watchdog.leave()
 
 
 class Shutdown(threading.Event):
@@ -317,11 +336,52 @@ def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int) -> None:
                            timeout=300, result_ttl=600, queue_name=q.queue_for(func))
 
 
+class NoWorkerAlarm:
+    """The scheduler's look at the worker roll, a quarter reconcile period apart: with no worker alive nothing
+    is granted or revoked (but by Entra's own PIM expiry), so on-call hears of it once per absence, within one
+    reconcile period of the last worker's end. A grace of one period after start lets the workers come up."""
+
+    def __init__(self, services: Services, watch: OutageWatch, clock: Callable[[], float] = time.monotonic):
+        settings = services.settings
+        self.services = services
+        self.watch = watch
+        self.clock = clock
+        self.interval_s = settings.reconcile_interval_s
+        self.roll = q.WorkerRoll(services.runtime.redis, settings.key_prefix, self.interval_s)
+        self.marker = f"{settings.key_prefix}:alerted:no-worker"
+        self.next_look = clock() + self.interval_s
+
+    def check(self) -> None:
+        if self.clock() < self.next_look:
+            return
+        self.next_look = self.clock() + self.interval_s / 4
+        redis_client = self.services.runtime.redis
+        try:
+            if self.roll.alive():
+                if redis_client.delete(self.marker):
+                    log.warning("a worker is running again")
+                return
+            if not redis_client.set(self.marker, b"1", nx=True):
+                return
+        except Exception as exc:
+            if self.watch.failed(exc) is None:
+                log.exception("worker roll check failed")
+            return
+        log.error("no breakglass worker is running: nothing is granted or revoked until one starts")
+        self.services.notifier.alert("No breakglass worker is running", [
+            ("Effect", "approved requests are not granted and ending grants are not revoked (PIM still ends them "
+                       "at their expiry)"),
+            ("Since", f"no worker heard from for {self.roll.stale_after_s:.0f} s"),
+            ("Do", "start `breakglass worker` (check its supervisor and logs); the reconciler catches up")],
+            "critical")
+
+
 def run_scheduler(burst: bool = False) -> int:
     runtime = _runtime(graph=False)
     settings = runtime.settings
     services = Services(runtime)
     watch = outage_watch(services, "scheduler")
+    alarm = NoWorkerAlarm(services, watch)
     log.info("scheduler starting", extra={"interval_s": settings.scheduler_interval_s})
 
     def run(generation: int) -> bool:
@@ -330,6 +390,8 @@ def run_scheduler(burst: bool = False) -> int:
                                        interval=settings.scheduler_interval_s, job_class=q.JSONJob,
                                        queue_class=q.JSONQueue)
         ensure_periodic(scheduler, settings.reconcile_interval_s)
+        if not burst:
+            scheduler.after_tick = alarm.check
         scheduler.run(burst=burst)  # returns only in burst mode; SIGTERM raises SystemExit
         return True
 

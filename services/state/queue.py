@@ -88,11 +88,39 @@ def seconds_to_next_tick(now: float, interval: float) -> float:
     return (math.floor((now - TICK_LAG_S) / interval) + 1) * interval + TICK_LAG_S - now
 
 
+class WorkerRoll:
+    """Which workers are alive: each says so every quarter reconcile period (its watchdog thread), and one unheard
+    of for half a period is gone. RQ's own registration cannot tell: an idle worker refreshes it only every ~7
+    minutes, and a killed one stays registered that long. The scheduler alerts from this, /readyz and doctor
+    report it."""
+
+    def __init__(self, client: redis.Redis, prefix: str, reconcile_interval_s: float):
+        self.redis = client
+        self.key = f"{prefix}:workers:alive"
+        self.stale_after_s = reconcile_interval_s / 2
+
+    def beat(self, name: str) -> None:
+        now = time.time()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, {name: now})
+            pipe.zremrangebyscore(self.key, "-inf", now - 3600)
+            pipe.execute()
+
+    def gone(self, name: str) -> None:
+        self.redis.zrem(self.key, name)
+
+    def alive(self) -> list[str]:
+        return [m.decode() for m in self.redis.zrangebyscore(self.key, time.time() - self.stale_after_s, "+inf")]
+
+
 class AlignedScheduler(Scheduler):
     """rq-scheduler with its ticks on whole seconds. Scores are whole seconds and stock rq-scheduler ticks every
     `interval` from whenever the process started, so a job due at second S waited up to a further second for the
     next tick; ticking just after each whole second enqueues it at S + TICK_LAG_S. Grants start and end on whole
     seconds (GrantService.activate), so an expiry is enqueued within milliseconds of its time."""
+
+    # Called after every tick: the scheduler's other duties (noticing that no worker is running).
+    after_tick: Any = None
 
     def tick(self) -> bool:
         """One pass: move due jobs to the queue. False when another scheduler holds the lock."""
@@ -112,6 +140,8 @@ class AlignedScheduler(Scheduler):
         self._install_signal_handlers()
         try:
             while not (self.tick() and burst):
+                if self.after_tick is not None:
+                    self.after_tick()
                 time.sleep(seconds_to_next_tick(time.time(), self._interval))
         finally:
             self._leave()

@@ -104,3 +104,45 @@ def test_sigterm_while_redis_is_down_exits_within_bounded_time_and_never_polls_a
     time.sleep(1.0)
     client = own_redis.client()
     assert [c["cmd"] for c in client.client_list() if not c["cmd"].startswith("client")] == []
+
+
+def channel_posts(product) -> list[str]:
+    return [str(a["current"]) for a in product.connector.all_activities() if a["conversationId"].startswith("19:")]
+
+
+@pytest.mark.slow
+@time_limit(120)
+async def test_with_no_worker_running_readyz_and_doctor_say_so_and_on_call_is_alerted_within_a_period(launch):
+    from bot.app import create_app
+    from services.ops.doctor import FAIL, OK, Doctor
+    from tests.integration.bot.conftest import serving
+
+    product, procs = launch()
+    procs.scheduler()
+    procs.worker("only")
+    async with serving(create_app(product.settings, product.services)) as client:
+        async def readyz() -> dict:
+            response = await client.get("/readyz")
+            assert response.status == 200  # still serving: pulling the bot would bring no worker back
+            return await response.json()
+
+        wait_for(lambda: Doctor(product.settings).workers()[0] == OK, 30, f"the worker ({logs(procs, 'only')})")
+        assert (await readyz())["status"] == "ready"
+        kill_9(procs, "only")
+        killed = time.monotonic()
+        alert = wait_for(lambda: [p for p in channel_posts(product) if "No breakglass worker is running" in p],
+                         RECONCILE_S + 10, f"the no-worker alert ({logs(procs, 'scheduler')})")
+        took = time.monotonic() - killed
+        assert took <= RECONCILE_S + 1.5, f"alerted {took:.1f}s after the last worker died"
+        assert len(alert) == 1
+        body = await readyz()
+        assert body["status"] == "degraded" and body["problems"][0].startswith("workers: none running"), body
+        status, detail = Doctor(product.settings).workers()
+        assert status == FAIL and "no worker heard from" in detail
+        time.sleep(RECONCILE_S / 2)
+        assert len([p for p in channel_posts(product) if "No breakglass worker is running" in p]) == 1  # once
+        procs.worker("again")
+        wait_for(lambda: Doctor(product.settings).workers()[0] == OK, 30, f"the worker ({logs(procs, 'again')})")
+        assert (await readyz())["status"] == "ready"
+        wait_for(lambda: not product.runtime.redis.exists(f"{product.settings.key_prefix}:alerted:no-worker"),
+                 RECONCILE_S + 5, "the alarm to re-arm")
