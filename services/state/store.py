@@ -360,9 +360,10 @@ class RequestStore:
         score = self.redis.zscore(self.keys.work_due, request_id)
         return float(score) if score is not None else None
 
-    def next_work_check(self, request_id: str, at: datetime) -> None:
-        """Move a working request's deadline (XX: never brings back one that left its working state meanwhile)."""
-        self.redis.zadd(self.keys.work_due, {request_id: _ts(at)}, xx=True)
+    def next_work_check(self, request_ids: list[str], at: datetime) -> None:
+        """Move working requests' deadlines (XX: never brings back one that left its working state meanwhile)."""
+        if request_ids:
+            self.redis.zadd(self.keys.work_due, dict.fromkeys(request_ids, _ts(at)), xx=True)
 
     def drop_work(self, request_id: str) -> None:
         self.redis.zrem(self.keys.work_due, request_id)

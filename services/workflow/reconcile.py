@@ -207,32 +207,46 @@ class Reconciler:
         if not self._indexed:
             self.store.index_working()
             self._indexed = True
-        for request_id in self.store.due_work(now):
-            record = self.store.get(request_id)
+        due = self.store.due_work(now)
+        if not due:
+            return
+        records = {r.id: r for r in self.store.get_many(due)}
+        steps: dict[str, tuple[RequestRecord, Step]] = {}
+        for request_id in due:
+            record = records.get(request_id)
             step = STEPS.get(record.state) if record is not None else None
             if record is None or step is None or (record.state is State.REVOKING and record.grant is None):
                 self.store.drop_work(request_id)
                 continue
+            steps[request_id] = (record, step)
+        # Most due requests are simply waiting their turn: read every step's first job in one go, and look
+        # further (retries, deferrals) only for the others.
+        first = self.queue.look([step.jobs(record)[0] for record, step in steps.values()])
+        for record, step in steps.values():
             ids = step.jobs(record)
-            states = self.queue.look(ids)
-            if step.in_hand(record, states):
-                self.store.next_work_check(request_id, now + self.interval)
-                continue
-            func, args, jid, at_front = step.redrive(record)
-            # Push back exactly what a gone worker took (its own arguments and attempt); else start the step anew.
-            orphan = next((j for j in ids if states[j] is JobState.ORPHANED), None)
-            if orphan is not None:
-                jid, args = orphan, ()
-            found = states.get(jid) or self.queue.look([jid])[jid]
-            if self.queue.redrive(func, *args, jid=jid, at_front=at_front, state=found):
-                name = "extension" if record.request.extends else step.name
-                self.audit.append("job.redriven", actor=ACTOR.object_id, request_id=request_id, data={
-                    "job": jid, "step": name, "state": record.state.value, "found": found.value,
-                    "since": record.updated_at.isoformat()})
-                self.metrics.inc("redriven", name)
-                report.redriven_jobs.append(jid)
-                (report.resumed_revocations if step is REVOKE else report.resumed_activations).append(request_id)
-            self.store.next_work_check(request_id, now + self.interval)
+            states = {ids[0]: first[ids[0]]}
+            if not step.in_hand(record, states):
+                states.update(self.queue.look(ids[1:]))
+                if not step.in_hand(record, states):
+                    self._redrive(record, step, states, report)
+        self.store.next_work_check(list(steps), now + self.interval)
+
+    def _redrive(self, record: RequestRecord, step: Step, states: dict[str, JobState], report: TickReport) -> None:
+        func, args, jid, at_front = step.redrive(record)
+        # Push back exactly what a gone worker took (its own arguments and attempt); else start the step anew.
+        orphan = next((j for j, state in states.items() if state is JobState.ORPHANED), None)
+        if orphan is not None:
+            jid, args = orphan, ()
+        found = states.get(jid) or self.queue.look([jid])[jid]
+        if not self.queue.redrive(func, *args, jid=jid, at_front=at_front, state=found):
+            return
+        name = "extension" if record.request.extends else step.name
+        self.audit.append("job.redriven", actor=ACTOR.object_id, request_id=record.id, data={
+            "job": jid, "step": name, "state": record.state.value, "found": found.value,
+            "since": record.updated_at.isoformat()})
+        self.metrics.inc("redriven", name)
+        report.redriven_jobs.append(jid)
+        (report.resumed_revocations if step is REVOKE else report.resumed_activations).append(record.id)
 
     def _alert(self, title: str, request_id: str, detail: str) -> None:
         self.audit.append("reconciler.alert", actor=ACTOR.object_id, request_id=request_id,
