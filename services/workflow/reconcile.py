@@ -232,6 +232,15 @@ class Reconciler:
         self.store.next_work_check(list(steps), now + self.interval)
 
     def _redrive(self, record: RequestRecord, step: Step, states: dict[str, JobState], report: TickReport) -> None:
+        # The record was read before its jobs: a job that ran meanwhile moved the record on (and a job just popped
+        # by a live worker is claimed by now). Only a request that is still exactly as read, with still no job in
+        # hand, is re-driven.
+        fresh = self.store.get(record.id)
+        if fresh is None or fresh.version != record.version:
+            return
+        states = self.queue.look(list(states))
+        if step.in_hand(fresh, states):
+            return
         func, args, jid, at_front = step.redrive(record)
         # Push back exactly what a gone worker took (its own arguments and attempt); else start the step anew.
         orphan = next((j for j, state in states.items() if state is JobState.ORPHANED), None)
