@@ -65,6 +65,10 @@ def failover(mh: MultiHost, *, first_user: int = 1, count: int = 20, grant_s: in
     requests = Requests(services)
     users = list(range(first_user, first_user + count))
     pending = [requests.submit(n, grant_s) for n in users]
+    store = services.runtime.store
+    # Clicks land on the approvals channel's copy of each card: the approval cards must be out first.
+    wait_until(lambda: all(any(c.audience == "channel" for c in r.cards) for r in store.get_many(
+        [p.id for p in pending])), 60, "the approval cards", interval=0.2)
     report = FailoverReport([r.id for r in pending])
     bots = {host: BotClient(mh.product(host).bot_url, mh.emulators.mint(mh.product(host).service_url))
             for host in mh.hosts}
@@ -76,7 +80,7 @@ def failover(mh: MultiHost, *, first_user: int = 1, count: int = 20, grant_s: in
             report.killed.append(f"{first}/bot before click {i + 1}")
             log(f"  SIGKILL {first}'s bot before click {i + 1}; clicks go to {second} only")
         host = alive[i % len(alive)]
-        status, _ = bots[host].post(approve_activity(record.id, mh.product(host).service_url))
+        status, _ = bots[host].post(approve_activity(store, record.id, mh.product(host).service_url))
         report.clicks.append((record.id, host, status))
         if i + 1 == kill_workers_at:  # right after the click: its grant job may be in that worker's hands
             for name in ("worker1", "scheduler"):
@@ -86,7 +90,6 @@ def failover(mh: MultiHost, *, first_user: int = 1, count: int = 20, grant_s: in
         time.sleep(click_every_s)
     for bot in bots.values():
         bot.close()
-    store = services.runtime.store
 
     def ended() -> bool:
         records = store.get_many(report.request_ids)
@@ -188,7 +191,7 @@ def approve_rows(mh: MultiHost, clicks: int, log: Any, first_user: int = 1) -> d
     floors, latencies, click_trips, job_trips = [], [], [], []
     try:
         for record in pending[:2]:  # warm-up
-            bot.post(approve_activity(record.id, product.service_url))
+            bot.post(approve_activity(services.runtime.store, record.id, product.service_url))
             idle(client, settle=0.3)
         for _ in range(10):
             floor.sample()
@@ -198,7 +201,7 @@ def approve_rows(mh: MultiHost, clicks: int, log: Any, first_user: int = 1) -> d
             time.sleep(0.2)
             before = mh.redis_round_trips()
             t0 = time.time()
-            status, _ = bot.post(approve_activity(record.id, product.service_url))
+            status, _ = bot.post(approve_activity(services.runtime.store, record.id, product.service_url))
             if status != 200:
                 raise RuntimeError(f"approve click answered {status}")
             idle(client, settle=0.3)

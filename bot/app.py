@@ -29,7 +29,9 @@ from cards.builder import prepare as prepare_cards
 from services.composition import Services
 from services.metrics import METRICS, metrics_response
 from services.settings import Settings
+from services.state.queue import WorkerRoll
 from services.triage import TriageProvider
+from services.workflow.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ MAX_AUTH_HEADER = 16 * 1024
 SERVER_LIMITS = {"max_field_size": 2 * 1024 * 1024, "max_line_size": 16 * 1024}
 APP_KEY = web.AppKey("breakglass", dict)
 OPS_RUNNER_KEY = web.AppKey("ops_runner", web.AppRunner)
+OUTAGE_KEY = web.AppKey("outage", OutageWatch)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -141,6 +144,9 @@ class MessagesEndpoint:
         self.validated = ValidatedTokens()
         self.adapter = CloudAdapter(self.auth)
         self.adapter.on_turn_error = self._on_turn_error
+        runtime = services.runtime
+        self.outage = OutageWatch("bot", runtime.redis, settings.key_prefix,
+                                  lambda title, facts: services.notifier.alert(title, facts, "critical"))
 
     async def _on_turn_error(self, context: Any, exc: Exception) -> None:
         log.error("turn failed", extra={"error_type": type(exc).__name__, "error": str(exc)[:300],
@@ -175,7 +181,10 @@ class MessagesEndpoint:
             return rejection
         try:
             response = await self.adapter.process_activity(auth_result, activity, self.bot.on_turn)
-        except Exception:
+        except Exception as exc:
+            kind = self.outage.failed(exc)  # logged once per outage, counted every time
+            if kind is not None:
+                return error(503, "breakglass cannot store anything right now; try again in a minute")
             ref = uuid.uuid4().hex[:12]
             log.exception("activity processing failed", extra={"ref": ref, "activity_type": activity.type})
             if activity.type == "invoke":
@@ -183,6 +192,8 @@ class MessagesEndpoint:
                                           "value": {"code": "InternalError",
                                                     "message": f"Something went wrong (ref {ref}). Try again."}})
             return error(503, f"temporarily unable to process the activity (ref {ref})")
+        if self.outage.current is not None:  # this turn wrote to Redis again: the outage is over
+            await asyncio.to_thread(self.outage.ended)
         if isinstance(response, InvokeResponse):
             return web.json_response(response.body, status=response.status or 200)
         return web.Response(status=201)
@@ -243,6 +254,7 @@ def create_app(settings: Settings, services: Services, triage: TriageProvider | 
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/itsm/{provider}", webhook.handle)
     add_legal_pages(app, settings)
+    app[OUTAGE_KEY] = endpoint.outage
     return app
 
 
@@ -250,25 +262,43 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_ops_app(services: Services) -> web.Application:
-    """/readyz and /metrics: never on the public listener (see `serve_ops`)."""
+def create_ops_app(services: Services, outage: OutageWatch | None = None) -> web.Application:
+    """/readyz and /metrics: never on the public listener (see `serve_ops`). `outage` is the bot's own watch over
+    Redis refusing writes (the public app's `app[OUTAGE_KEY]`), so both listeners tell one story."""
+    settings = services.settings
+    roll = WorkerRoll(services.runtime.redis, settings.key_prefix, settings.reconcile_interval_s)
+    watch = outage or OutageWatch("bot", services.runtime.redis, settings.key_prefix,
+                                  lambda title, facts: services.notifier.alert(title, facts, "critical"))
 
     async def readyz(_: web.Request) -> web.Response:
         problems = []
         try:
-            await asyncio.to_thread(services.runtime.redis.ping)
+            if await asyncio.to_thread(watch.writable):
+                if watch.current is not None:
+                    await asyncio.to_thread(watch.ended)
+            else:
+                problems.append(f"redis: refusing writes ({watch.current.kind if watch.current else 'outage'})")
         except Exception as exc:  # noqa: BLE001
             problems.append(f"redis: {type(exc).__name__}")
         try:
             services.runtime.policies.current()
         except Exception as exc:  # noqa: BLE001
             problems.append(f"policy: {type(exc).__name__}")
+        # Degraded, not unready: taking the bot out of the load balancer brings no worker back, and approvals
+        # given meanwhile are granted once one runs (the reconciler re-drives them).
+        degraded = []
         if services.runtime.policies.last_error:
-            problems.append("policy: the latest edit is invalid; serving the previous policy")
-        status = 200 if not problems or problems == ["policy: the latest edit is invalid; serving the previous "
-                                                     "policy"] else 503
-        return web.json_response({"status": "ready" if status == 200 else "not ready", "problems": problems},
-                                 status=status)
+            degraded.append("policy: the latest edit is invalid; serving the previous policy")
+        if not problems:
+            try:
+                if not await asyncio.to_thread(roll.alive):
+                    degraded.append(f"workers: none running (none heard from for {roll.stale_after_s:.0f} s); "
+                                    "approved requests wait")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"redis: {type(exc).__name__}")
+        status = 503 if problems else 200
+        state = "not ready" if problems else "degraded" if degraded else "ready"
+        return web.json_response({"status": state, "problems": problems + degraded}, status=status)
 
     async def metrics(_: web.Request) -> web.Response:
         return metrics_response(services.runtime.store)

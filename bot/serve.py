@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from bot.access_log import AccessLogger
-from bot.app import SERVER_LIMITS, create_app, create_ops_app, serve_ops
+from bot.app import OUTAGE_KEY, SERVER_LIMITS, create_app, create_ops_app, serve_ops
 from services.composition import Runtime, Services
 from services.heap import freeze_startup_objects
 from services.logs import configure_logging
@@ -37,7 +37,7 @@ def run_serve(host: str | None = None, port: int | None = None) -> int:
                                      "entitlements": len(policy.entitlements)})
     services = Services(runtime)
     app = create_app(settings, services)
-    serve_ops(app, create_ops_app(services), settings.metrics_host, settings.metrics_port)
+    serve_ops(app, create_ops_app(services, app[OUTAGE_KEY]), settings.metrics_host, settings.metrics_port)
     freeze_startup_objects()
     web.run_app(app, host=settings.host, port=settings.port, access_log=logging.getLogger("breakglass.access"),
                 access_log_class=AccessLogger, print=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -30,12 +31,22 @@ from services.heap import freeze_startup_objects
 from services.logs import configure_logging
 from services.settings import get_settings
 from services.state import queue as q
-from services.state.redis_conn import require_safe_redis
+from services.state.redis_conn import outage_kind, require_safe_redis
+from services.workflow.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 FOREIGN_SCAN_EVERY_S = 300
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_RESTARTS_PER_HOUR = 60
+
+
+def outage_watch(services: Services, process: str) -> OutageWatch:
+    """The process's watch on Redis; its alert goes through the notifier once Redis takes writes again."""
+    runtime = services.runtime
+
+    def alert(title: str, facts: list[tuple[str, str]]) -> object:
+        return services.notifier.alert(title, facts, "critical")
+
+    return OutageWatch(process, runtime.redis, runtime.settings.key_prefix, alert)
 
 
 def _runtime(*, graph: bool) -> Runtime:
@@ -52,22 +63,43 @@ class ReconcileWatchdog(threading.Thread):
     enqueues it, so expiry does not depend on the scheduler being alive. It looks four times per period and steps
     in once a run is a quarter period late, so without a scheduler the reconciler still runs every ~1.5 periods."""
 
-    def __init__(self, services: Services, interval_s: int):
+    def __init__(self, services: Services, interval_s: int, watch: OutageWatch | None = None, name: str = ""):
         super().__init__(name="reconcile-watchdog", daemon=True)
         self.services = services
         self.interval_s = interval_s
+        self.watch = watch
+        self.worker_name = name
+        self.roll = q.WorkerRoll(services.runtime.redis, services.settings.key_prefix, interval_s)
         self.stop_event = threading.Event()
 
     def run(self) -> None:
+        self._beat()
         while not self.stop_event.wait(self.interval_s / 4):
+            self._beat()
             try:
                 last = self.services.reconciler.last_run()
                 now = self.services.runtime.clock.now()
                 stale = last is None or now - last > timedelta(seconds=1.25 * self.interval_s)
                 if stale:
                     self.services.queue.enqueue(q.RECONCILE, jid="reconcile-watchdog", at_front=True)
-            except Exception:
-                log.exception("reconcile watchdog check failed")
+            except Exception as exc:
+                if self.watch is None or self.watch.failed(exc) is None:  # an outage is logged once, by the watch
+                    log.exception("reconcile watchdog check failed")
+
+    def _beat(self) -> None:
+        """This worker is alive (WorkerRoll): the scheduler alerts, and /readyz and doctor say so, when none is."""
+        try:
+            self.roll.beat(self.worker_name)
+        except Exception as exc:
+            if self.watch is None or self.watch.failed(exc) is None:
+                log.exception("worker liveness beat failed")
+
+    def leave(self) -> None:
+        self.stop_event.set()
+        try:
+            self.roll.gone(self.worker_name)
+        except Exception:  # noqa: BLE001 - leaving while Redis is down: the entry goes stale by itself
+            log.warning("could not take the worker off the roll")
 
 
 class _PipelinedHeartbeat:
@@ -188,7 +220,9 @@ class _JobHeartbeats(threading.Thread):
             if watched is not None:
                 try:
                     worker.maintain_heartbeats(*watched)
-                except REDIS_DOWN as exc:  # the job itself will fail on Redis too; keep trying until it ends
+                except redis.exceptions.RedisError as exc:  # the job will meet the outage too; try until it ends
+                    if outage_kind(exc) is None:
+                        raise
                     log.warning("job heartbeat failed", extra={"job_id": watched[0].id, "error": str(exc)[:200]})
         return True
 
@@ -206,64 +240,89 @@ def run_worker(burst: bool = False, fork: bool = False, name: str | None = None)
     worker_cls: Any = ForkingWorker if fork else InProcessWorker
 
     def build(worker_name: str) -> Any:
-        return worker_cls(q.worker_queues(runtime.redis), connection=runtime.redis, serializer=JSONSerializer,
-                          job_class=q.JSONJob, queue_class=q.JSONQueue, name=worker_name,
+        return worker_cls(q.worker_queues(runtime.redis, q.ClaimingQueue), connection=runtime.redis,
+                          serializer=JSONSerializer, job_class=q.JSONJob, queue_class=q.ClaimingQueue, name=worker_name,
                           job_monitoring_interval=q.heartbeat_interval_s(runtime.settings.reconcile_interval_s))
 
     worker = build(name or f"breakglass-{socket.gethostname()}-{os.getpid()}")
-    watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s)
+    watch = outage_watch(services, "worker")
+    watchdog = ReconcileWatchdog(services, runtime.settings.reconcile_interval_s, watch, worker.name)
     if not burst:
         watchdog.start()
     log.info("worker starting", extra={"queues": list(q.QUEUE_NAMES), "fork": fork,
                                        "grant_mode": runtime.settings.grant_mode})
+    shutdown = Shutdown()
 
     def work(generation: int) -> bool:
         nonlocal worker
         if generation > 1:  # the old registration may still look alive; the new loop takes a fresh name
             worker = build(f"{worker.name.split('~')[0]}~{generation}")
         worker.work(burst=burst, logging_level=runtime.settings.log_level, with_scheduler=False)
+        # Anything but burst or a stop: RQ gave up on an error (Redis gone or refusing writes mid-loop).
+        return burst or stopping()
+
+    def stopping() -> bool:
         # A SIGTERM while idle ends RQ's loop without setting _stop_requested (only the busy path sets it); both
-        # record the shutdown request date. Anything else: RQ gave up on an error (Redis gone mid-job).
-        return burst or worker._stop_requested or worker._shutdown_requested_date is not None
+        # record the shutdown request date. Between loops our own handler sets `shutdown`.
+        return shutdown.is_set() or worker._stop_requested or worker._shutdown_requested_date is not None
 
     try:
-        return survive_redis_outages(work, runtime.redis, "worker")
+        return survive_redis_outages(work, watch, "worker", stopping, shutdown)
     finally:
-        watchdog.stop_event.set()
+        watchdog.leave()
 
 
-def survive_redis_outages(run: Callable[[int], bool], client: redis.Redis, what: str) -> int:
-    """Keep a worker or scheduler alive through a Redis restart or failover. RQ's worker quits on most Redis
-    errors and rq-scheduler on all of them, which would leave nobody to run scheduled revocations: when a loop ends
-    without being asked to (`run` returns False or raises a connection error), wait until Redis answers again and
-    start a fresh loop. A loop that keeps failing is restarted at most MAX_RESTARTS_PER_HOUR times, then the
-    process exits non-zero for its supervisor."""
+class Shutdown(threading.Event):
+    """Set by SIGTERM/SIGINT while no RQ loop runs (each loop installs RQ's own handlers): a process that was asked
+    to stop never waits for Redis again and never starts another loop."""
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.set())
+
+
+def survive_redis_outages(run: Callable[[int], bool], watch: OutageWatch, what: str,
+                          stopping: Callable[[], bool] = lambda: False, shutdown: Shutdown | None = None) -> int:
+    """Keep a worker or scheduler alive through a Redis outage: a restart or failover, or Redis refusing writes
+    (full, read-only, MISCONF, loading). RQ's worker quits on most Redis errors and rq-scheduler on all of them,
+    which would leave nobody to run scheduled revocations: when a loop ends without being asked to, wait (backing
+    off) until Redis takes writes again and start a fresh loop. Once asked to stop (SIGTERM), return at once,
+    whatever Redis is doing. A loop that keeps failing while Redis is fine is restarted at most
+    MAX_RESTARTS_PER_HOUR times, then the process exits non-zero for its supervisor."""
+    shutdown = shutdown or Shutdown()
+    asked = stopping
+
+    def stopping() -> bool:
+        return shutdown.is_set() or asked()
+
     restarts: list[float] = []
     for generation in itertools.count(1):
         try:
             if run(generation):
                 return 0
-            log.error("%s loop ended unexpectedly; restarting it", what)
-        except REDIS_DOWN as exc:
-            log.error("%s lost Redis; waiting for it to come back", what, extra={"error": str(exc)[:200]})
+            reason = "loop ended unexpectedly"
+        except Exception as exc:
+            if watch.failed(exc) is None and not stopping():
+                raise
+            reason = f"lost Redis ({type(exc).__name__})"
+        shutdown.install()
+        if stopping():
+            log.info("%s stopping as asked", what)
+            return 0
+        if not watch.writable():
+            if not watch.wait_until_writable(stopping, shutdown.wait):
+                log.info("%s stopping as asked (Redis still refusing writes)", what)
+                return 0
+            log.info("%s resuming after a Redis outage", what)
+            continue  # an outage is no reason to give up on the process
+        watch.ended()
+        log.error("%s %s; restarting it", what, reason)
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < 3600] + [now]
         if len(restarts) > MAX_RESTARTS_PER_HOUR:
             log.error("%s restarted too often; exiting", what)
             return 1
-        wait_for_redis(client)
     return 1  # unreachable: itertools.count never ends
-
-
-def wait_for_redis(client: redis.Redis, *, first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> None:
-    delay = first_delay_s
-    while True:
-        try:
-            client.ping()
-            return
-        except REDIS_DOWN:
-            time.sleep(delay)
-            delay = min(max_delay_s, delay * 2)
 
 
 def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int) -> None:
@@ -277,9 +336,52 @@ def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int) -> None:
                            timeout=300, result_ttl=600, queue_name=q.queue_for(func))
 
 
+class NoWorkerAlarm:
+    """The scheduler's look at the worker roll, a quarter reconcile period apart: with no worker alive nothing
+    is granted or revoked (but by Entra's own PIM expiry), so on-call hears of it once per absence, within one
+    reconcile period of the last worker's end. A grace of one period after start lets the workers come up."""
+
+    def __init__(self, services: Services, watch: OutageWatch, clock: Callable[[], float] = time.monotonic):
+        settings = services.settings
+        self.services = services
+        self.watch = watch
+        self.clock = clock
+        self.interval_s = settings.reconcile_interval_s
+        self.roll = q.WorkerRoll(services.runtime.redis, settings.key_prefix, self.interval_s)
+        self.marker = f"{settings.key_prefix}:alerted:no-worker"
+        self.next_look = clock() + self.interval_s
+
+    def check(self) -> None:
+        if self.clock() < self.next_look:
+            return
+        self.next_look = self.clock() + self.interval_s / 4
+        redis_client = self.services.runtime.redis
+        try:
+            if self.roll.alive():
+                if redis_client.delete(self.marker):
+                    log.warning("a worker is running again")
+                return
+            if not redis_client.set(self.marker, b"1", nx=True):
+                return
+        except Exception as exc:
+            if self.watch.failed(exc) is None:
+                log.exception("worker roll check failed")
+            return
+        log.error("no breakglass worker is running: nothing is granted or revoked until one starts")
+        self.services.notifier.alert("No breakglass worker is running", [
+            ("Effect", "approved requests are not granted and ending grants are not revoked (PIM still ends them "
+                       "at their expiry)"),
+            ("Since", f"no worker heard from for {self.roll.stale_after_s:.0f} s"),
+            ("Do", "start `breakglass worker` (check its supervisor and logs); the reconciler catches up")],
+            "critical")
+
+
 def run_scheduler(burst: bool = False) -> int:
     runtime = _runtime(graph=False)
     settings = runtime.settings
+    services = Services(runtime)
+    watch = outage_watch(services, "scheduler")
+    alarm = NoWorkerAlarm(services, watch)
     log.info("scheduler starting", extra={"interval_s": settings.scheduler_interval_s})
 
     def run(generation: int) -> bool:
@@ -288,7 +390,9 @@ def run_scheduler(burst: bool = False) -> int:
                                        interval=settings.scheduler_interval_s, job_class=q.JSONJob,
                                        queue_class=q.JSONQueue)
         ensure_periodic(scheduler, settings.reconcile_interval_s)
+        if not burst:
+            scheduler.after_tick = alarm.check
         scheduler.run(burst=burst)  # returns only in burst mode; SIGTERM raises SystemExit
         return True
 
-    return survive_redis_outages(run, runtime.redis, "scheduler")
+    return survive_redis_outages(run, watch, "scheduler")

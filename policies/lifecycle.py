@@ -33,6 +33,15 @@ class State(StrEnum):
         """States in which an Entra assignment may exist and must eventually be removed."""
         return self in {State.ACTIVATING, State.ACTIVE, State.REVOKING}
 
+    @property
+    def working(self) -> bool:
+        """States a request only passes through while a job carries it to the next one (approved awaiting its
+        grant or extension, granting, revoking). Each has a deadline; the reconciler re-drives what misses it."""
+        return self in WORKING
+
+
+WORKING = frozenset({State.APPROVED, State.ACTIVATING, State.REVOKING})
+
 
 class Event(StrEnum):
     AUTO_APPROVED = "auto_approved"

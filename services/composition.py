@@ -79,7 +79,8 @@ class Runtime:
 
     @cached_property
     def store(self) -> RequestStore:
-        return RequestStore(self.redis, prefix=self.settings.key_prefix)
+        return RequestStore(self.redis, prefix=self.settings.key_prefix,
+                            work_grace=timedelta(seconds=self.settings.reconcile_interval_s / 10))
 
     @cached_property
     def audit(self) -> AuditLog:

@@ -32,7 +32,11 @@ COUNTERS = {
     "revocations": ("breakglass_revocations_total", "Revocations by reason", "reason"),
     "job_failures": ("breakglass_job_failures_total", "Job failures by job", "job"),
     "job_retries": ("breakglass_job_retries_total", "Job retries scheduled by job", "job"),
+    "redriven": ("breakglass_jobs_redriven_total", "Working steps the reconciler re-drove after their deadline",
+                 "step"),
     "child_incidents": ("breakglass_child_incidents_total", "Integration-failure child incidents opened", "system"),
+    "redis_outages": ("breakglass_redis_outages_total", "Redis outages (down or refusing writes) a process came "
+                      "through, counted when they ended", "process_kind"),
 }
 HISTOGRAMS = {
     "grant_latency": ("breakglass_approve_to_grant_seconds", "From approval to verified Graph assignment",
@@ -104,6 +108,9 @@ class _HttpMetrics:
                                      ["reason"], registry=self.registry)
         self.activities = Counter("breakglass_activities_total", "Activities processed by type", ["type"],
                                   registry=self.registry)
+        self.redis_refused = Counter("breakglass_redis_refused_total", "Redis operations this process saw fail "
+                                     "with an outage (down, OOM, READONLY, MISCONF, LOADING)", ["kind"],
+                                     registry=self.registry)
 
 
 METRICS = _HttpMetrics()
@@ -114,5 +121,9 @@ def metrics_response(store: RequestStore) -> Any:
 
     registry = CollectorRegistry()
     registry.register(_StoreCollector(store))
-    body = generate_latest(METRICS.registry) + generate_latest(registry)
+    body = generate_latest(METRICS.registry)
+    try:
+        body += generate_latest(registry)
+    except redis.exceptions.RedisError:  # Redis down: this process's own counters (its outage among them) still
+        METRICS.redis_refused.labels(kind="down").inc()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -114,6 +114,15 @@ class Doctor:
             return WARN, f"{where}: " + "; ".join(warnings)
         return OK, f"{where}: noeviction, persistence on"
 
+    def workers(self) -> tuple[str, str]:
+        from services.state.queue import WorkerRoll
+        roll = WorkerRoll(self.runtime().redis, self.settings.key_prefix, self.settings.reconcile_interval_s)
+        alive = roll.alive()
+        if not alive:
+            return FAIL, (f"no worker heard from for {roll.stale_after_s:.0f} s: approved requests are not granted "
+                          "and grants are not revoked until `breakglass worker` runs")
+        return OK, f"{len(alive)} worker(s) running: {', '.join(sorted(alive))}"
+
     def audit_chain(self) -> tuple[str, str]:
         from services.state.anchors import AnchorFile, verify_everything
         runtime = self.runtime()
@@ -211,6 +220,7 @@ class Doctor:
             ("audit HMAC key", self.audit_key),
             ("policy", self.policy),
             ("Redis", self.redis),
+            ("workers", self.workers),
             ("audit chain", self.audit_chain),
             ("Microsoft Graph", self.graph),
             ("ticketing", self.itsm),

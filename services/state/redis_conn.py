@@ -28,6 +28,38 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 # os.umask is process-wide: one embedded start at a time changes it, and only for as long as the start takes.
 _UMASK_LOCK = threading.Lock()
 
+# Redis answering but refusing writes is an outage like a lost connection: full under noeviction (OOM), a replica
+# after a failover (READONLY), a failed snapshot with stop-writes-on-bgsave-error (MISCONF), still loading its data
+# (LOADING), a replica whose primary is gone (MASTERDOWN). Every process backs off and resumes by itself.
+REFUSALS = {"OOM": "oom", "READONLY": "readonly", "MISCONF": "misconf", "LOADING": "loading",
+            "MASTERDOWN": "masterdown"}
+
+
+def outage_kind(exc: BaseException) -> str | None:
+    """What kind of Redis outage an exception means ("down", "oom", "readonly", "misconf", "loading",
+    "masterdown"), or None when it is no outage (a bug, a wrong type, a script error of ours)."""
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return "loading"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "down"
+    if isinstance(exc, redis.exceptions.ResponseError):
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        return REFUSALS.get(str(code))
+    return None
+
+
+def refuses_writes(client: redis.Redis, key: str) -> str | None:
+    """Try one small write (`key`, expiring in a minute): None if Redis takes it, else the kind of outage. A PING
+    is not enough: a full Redis answers it and refuses every write."""
+    try:
+        client.set(key, b"1", px=60_000)
+        return None
+    except redis.exceptions.RedisError as exc:
+        kind = outage_kind(exc)
+        if kind is None:
+            raise
+        return kind
+
 
 def embedded_db_path(data_dir: Path) -> Path:
     return data_dir.resolve() / "redis" / "breakglass.db"

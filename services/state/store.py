@@ -13,7 +13,7 @@ import secrets
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -64,6 +64,10 @@ class Keys:
     @property
     def approval_due(self) -> str:
         return f"{self.p}:idx:approval_due"
+
+    @property
+    def work_due(self) -> str:
+        return f"{self.p}:idx:work_due"
 
     def draft(self, draft_id: str) -> str:
         return f"{self.p}:draft:{draft_id}"
@@ -177,10 +181,16 @@ class _IndexWrites:
             self._add(key, "ZADD", repr(float(score)), member)
 
 
+# A request in a working state (State.working) is checked this long after it entered it (then as the reconciler
+# decides): a tenth of the reconciler period by default, so a lost job is re-driven at the first tick after that.
+WORK_GRACE = timedelta(seconds=3)
+
+
 class RequestStore:
-    def __init__(self, client: redis.Redis, prefix: str = "bg"):
+    def __init__(self, client: redis.Redis, prefix: str = "bg", work_grace: timedelta = WORK_GRACE):
         self.redis = client
         self.keys = Keys(prefix)
+        self.work_grace = work_grace
         self._replace = client.register_script(_REPLACE)
 
     # --- requests ------------------------------------------------------------------------------------------
@@ -286,6 +296,11 @@ class RequestStore:
             pipe.zadd(k.expiry, {new.id: _ts(new.grant.ends_at)})
         elif not new.state.holds_access:
             pipe.zrem(k.expiry, new.id)
+        # Every move within or into a working state (a retry re-entering ACTIVATING too) starts a new deadline.
+        if new.state.working:
+            pipe.zadd(k.work_due, {new.id: _ts(new.updated_at + self.work_grace)})
+        elif old is not None and old.state.working:
+            pipe.zrem(k.work_due, new.id)
 
     # --- queries -------------------------------------------------------------------------------------------
 
@@ -335,6 +350,34 @@ class RequestStore:
     def due_approvals(self, now: datetime, limit: int = 500) -> list[str]:
         rows = self.redis.zrangebyscore(self.keys.approval_due, "-inf", _ts(now), start=0, num=limit)
         return [m.decode() for m in rows]
+
+    def due_work(self, now: datetime, limit: int = 500) -> list[str]:
+        """Requests in a working state past their deadline: a range over the deadline index."""
+        rows = self.redis.zrangebyscore(self.keys.work_due, "-inf", _ts(now), start=0, num=limit)
+        return [m.decode() for m in rows]
+
+    def work_deadline(self, request_id: str) -> float | None:
+        score = self.redis.zscore(self.keys.work_due, request_id)
+        return float(score) if score is not None else None
+
+    def next_work_check(self, request_ids: list[str], at: datetime) -> None:
+        """Move working requests' deadlines (XX: never brings back one that left its working state meanwhile)."""
+        if request_ids:
+            self.redis.zadd(self.keys.work_due, dict.fromkeys(request_ids, _ts(at)), xx=True)
+
+    def drop_work(self, request_id: str) -> None:
+        self.redis.zrem(self.keys.work_due, request_id)
+
+    def index_working(self) -> int:
+        """Once per Redis: put requests that were in a working state before the deadline index existed into it."""
+        if not self.redis.set(f"{self.keys.work_due}:built", b"1", nx=True):
+            return 0
+        added = 0
+        for state in (State.APPROVED, State.ACTIVATING, State.REVOKING):
+            for record in self.in_state(state):
+                added += self.redis.zadd(self.keys.work_due, {record.id: _ts(record.updated_at + self.work_grace)},
+                                         nx=True)
+        return added
 
     # --- idempotency -----------------------------------------------------------------------------------------
 

@@ -1,33 +1,94 @@
-"""The reconciler: the safety net that makes expiry a guarantee rather than a scheduled hope.
+"""The reconciler: the safety net that makes expiry a guarantee rather than a scheduled hope, and that nothing
+approved is stranded.
 
 Each tick costs in proportion to what is due, not to how many grants exist: every query is a range over a
-sorted index (expiry times, approval deadlines), and only the grants ending within the next two intervals are
-checked for a missing scheduled revoke.
+sorted index (expiry times, approval deadlines, working-state deadlines), and only the grants ending within the
+next two intervals are checked for a missing scheduled revoke.
+
+Working states (approved awaiting the grant or the extension, activating, revoking) have deadlines (the store keeps
+them in an index, set on every move into or within such a state). Past one, the reconciler looks at every job that
+may carry the request on (STEPS): if one is queued, scheduled or running, it looks again a period later; if not,
+it re-drives the step under its deterministic job id and audits `job.redriven`. The job decides what is left to do
+from the record, the ledger and Graph's read-back, so a re-drive never makes a second assignment.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from policies.lifecycle import Event, State
 from policies.model import Actor, GrantMode
+from policies.record import RequestRecord
 from services.clock import Clock
+from services.metrics import DomainMetrics
 from services.ports import Graph, GraphError
 from services.state import queue as jobs
 from services.state.audit import AuditLog
 from services.state.policy_source import PolicySource
-from services.state.queue import JobQueue, job_id
+from services.state.queue import JobQueue, JobState, job_id
 from services.state.store import RequestStore
 from services.workflow.activation import revoke_job_id, revoke_retry_job_id
 from services.workflow.notify import Notifier
 
 log = logging.getLogger(__name__)
 ACTOR = Actor.system("reconciler")
-# A request that sits in an in-between state for one reconciler period (30 s by default) with no live job is
-# resumed: a worker died mid-job.
+# The most attempts a grant job makes (Graph retries, waits for the ticketing system or for a removal): the ids its
+# retries are scheduled under run up to this.
 MAX_ACTIVATION_ATTEMPTS = 45
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the deadline table: the jobs that carry a request out of a working state, and the job that
+    re-drives it (function, arguments, deterministic id, ahead of the queue or not)."""
+
+    name: str
+    jobs: Callable[[RequestRecord], list[str]]
+    redrive: Callable[[RequestRecord], tuple[str, tuple[object, ...], str, bool]]
+    # Jobs that carry the step only once they are due, not while they wait on the schedule (a deactivation must
+    # not wait for the revoke scheduled at the grant's end).
+    when_due: Callable[[RequestRecord], set[str]] = lambda _: set()
+
+    def in_hand(self, record: RequestRecord, states: dict[str, JobState]) -> bool:
+        later = self.when_due(record)
+        return any(state.in_hand and not (jid in later and state is JobState.SCHEDULED)
+                   for jid, state in states.items())
+
+
+def revoke_jobs(request_id: str, generation: int) -> list[str]:
+    """The job ids a started revoke of this grant may be running or waiting under (besides the one scheduled at
+    expiry): deactivation, the reconciler's own, a retry after an error, a deferral past PIM's 5-minute floor."""
+    return [revoke_retry_job_id(request_id, generation, 0), revoke_retry_job_id(request_id, generation, 1),
+            *(job_id("revoke", request_id, generation, s) for s in ("now", "reconcile", "deferred"))]
+
+
+def _grant_jobs(record: RequestRecord) -> list[str]:
+    return [job_id("grant", record.id), *(job_id("grant", record.id, n) for n in range(2, MAX_ACTIVATION_ATTEMPTS + 1))]
+
+
+def _revoke_step_jobs(record: RequestRecord) -> list[str]:
+    assert record.grant is not None
+    return [revoke_job_id(record.id, record.grant.generation), *revoke_jobs(record.id, record.grant.generation)]
+
+
+def _expiry_revoke(record: RequestRecord) -> set[str]:
+    assert record.grant is not None
+    return {revoke_job_id(record.id, record.grant.generation)}
+
+
+GRANT = Step("grant", _grant_jobs, lambda r: (jobs.ACTIVATE_GRANT, (r.id,), job_id("grant", r.id), False))
+REVOKE = Step("revoke", _revoke_step_jobs, lambda r: (
+    jobs.REVOKE_GRANT, (r.id, r.grant.generation, r.end_reason or "revoked"),  # type: ignore[union-attr]
+    job_id("revoke", r.id, r.grant.generation, "reconcile"), True), _expiry_revoke)  # type: ignore[union-attr]
+# Runbook or session steps, when they exist, are rows here (and their states in policies.lifecycle.WORKING).
+STEPS: dict[State, Step] = {
+    State.APPROVED: GRANT,  # a grant awaiting its job; an extension awaiting its application (same job)
+    State.ACTIVATING: GRANT,
+    State.REVOKING: REVOKE,
+}
 
 
 @dataclass
@@ -38,6 +99,7 @@ class TickReport:
     expired_approvals: list[str] = field(default_factory=list)
     resumed_activations: list[str] = field(default_factory=list)
     resumed_revocations: list[str] = field(default_factory=list)
+    redriven_jobs: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not any(vars(self).values())
@@ -53,6 +115,8 @@ class Reconciler:
         self.clock = clock
         self.interval = interval
         self.last_run_key = f"{store.keys.p}:reconcile:last_run"
+        self.metrics = DomainMetrics(store.redis, store.keys.p)
+        self._indexed = False
 
     def _job_pending(self, jid: str) -> bool:
         return self.queue.pending(jid)
@@ -63,8 +127,7 @@ class Reconciler:
         self._overdue(now, report)
         self._upcoming(now, report)
         self._approvals(now, report)
-        self._stuck_activations(now, report)
-        self._stuck_revocations(now, report)
+        self._working(now, report)
         self.store.redis.set(self.last_run_key, now.timestamp())
         if not report.empty():
             self.audit.append("reconciler.acted", actor=ACTOR.object_id, data=vars(report))
@@ -83,7 +146,7 @@ class Reconciler:
             # A revoke that is queued, running, or waiting out its back-off (Graph down, PIM's 5-minute floor) is
             # in hand: starting another each tick would ignore the back-off and never let its attempts add up.
             if any(self._job_pending(j) for j in (revoke_job_id(request_id, generation),
-                                                  *self._revoke_jobs(request_id, generation))):
+                                                  *revoke_jobs(request_id, generation))):
                 continue
             late = now - record.grant.ends_at
             # Take over from a scheduled revoke the scheduler never fired; if it fires later it is a no-op.
@@ -140,37 +203,59 @@ class Reconciler:
                     self.queue.enqueue(jobs.NOTIFY_APPROVERS, request_id, True,
                                        jid=job_id("notify-backups", request_id))
 
-    def _stuck_activations(self, now: datetime, report: TickReport) -> None:
-        for state in (State.APPROVED, State.ACTIVATING):
-            for record in self.store.in_state(state):
-                if now - record.updated_at < self.interval:
-                    continue
-                jid = job_id("grant", record.id)
-                retries = (job_id("grant", record.id, n) for n in range(2, MAX_ACTIVATION_ATTEMPTS + 1))
-                if self._job_pending(jid) or any(self._job_pending(r) for r in retries):
-                    continue
-                self.queue.enqueue(jobs.ACTIVATE_GRANT, record.id, jid=jid)
-                report.resumed_activations.append(record.id)
-
-    def _stuck_revocations(self, now: datetime, report: TickReport) -> None:
-        """A deactivation whose revoke job died before expiry: resume it now instead of waiting for the end."""
-        for record in self.store.in_state(State.REVOKING):
-            if record.grant is None or now - record.updated_at < self.interval:
+    def _working(self, now: datetime, report: TickReport) -> None:
+        if not self._indexed:
+            self.store.index_working()
+            self._indexed = True
+        due = self.store.due_work(now)
+        if not due:
+            return
+        records = {r.id: r for r in self.store.get_many(due)}
+        steps: dict[str, tuple[RequestRecord, Step]] = {}
+        for request_id in due:
+            record = records.get(request_id)
+            step = STEPS.get(record.state) if record is not None else None
+            if record is None or step is None or (record.state is State.REVOKING and record.grant is None):
+                self.store.drop_work(request_id)
                 continue
-            gen = record.grant.generation
-            if any(self._job_pending(j) for j in self._revoke_jobs(record.id, gen)) or \
-                    record.id in report.overdue_revokes:
-                continue
-            self.queue.enqueue(jobs.REVOKE_GRANT, record.id, gen, record.end_reason or "revoked",
-                               jid=job_id("revoke", record.id, gen, "reconcile"), at_front=True)
-            report.resumed_revocations.append(record.id)
+            steps[request_id] = (record, step)
+        # Most due requests are simply waiting their turn: read every step's first job in one go, and look
+        # further (retries, deferrals) only for the others.
+        first = self.queue.look([step.jobs(record)[0] for record, step in steps.values()])
+        for record, step in steps.values():
+            ids = step.jobs(record)
+            states = {ids[0]: first[ids[0]]}
+            if not step.in_hand(record, states):
+                states.update(self.queue.look(ids[1:]))
+                if not step.in_hand(record, states):
+                    self._redrive(record, step, states, report)
+        self.store.next_work_check(list(steps), now + self.interval)
 
-    @staticmethod
-    def _revoke_jobs(request_id: str, generation: int) -> list[str]:
-        """The job ids a started revoke of this grant may be running or waiting under (besides the one scheduled at
-        expiry): deactivation, the reconciler's own, a retry after an error, a deferral past PIM's 5-minute floor."""
-        return [revoke_retry_job_id(request_id, generation, 0), revoke_retry_job_id(request_id, generation, 1),
-                *(job_id("revoke", request_id, generation, s) for s in ("now", "reconcile", "deferred"))]
+    def _redrive(self, record: RequestRecord, step: Step, states: dict[str, JobState], report: TickReport) -> None:
+        # The record was read before its jobs: a job that ran meanwhile moved the record on (and a job just popped
+        # by a live worker is claimed by now). Only a request that is still exactly as read, with still no job in
+        # hand, is re-driven.
+        fresh = self.store.get(record.id)
+        if fresh is None or fresh.version != record.version:
+            return
+        states = self.queue.look(list(states))
+        if step.in_hand(fresh, states):
+            return
+        func, args, jid, at_front = step.redrive(record)
+        # Push back exactly what a gone worker took (its own arguments and attempt); else start the step anew.
+        orphan = next((j for j, state in states.items() if state is JobState.ORPHANED), None)
+        if orphan is not None:
+            jid, args = orphan, ()
+        found = states.get(jid) or self.queue.look([jid])[jid]
+        if not self.queue.redrive(func, *args, jid=jid, at_front=at_front, state=found):
+            return
+        name = "extension" if record.request.extends else step.name
+        self.audit.append("job.redriven", actor=ACTOR.object_id, request_id=record.id, data={
+            "job": jid, "step": name, "state": record.state.value, "found": found.value,
+            "since": record.updated_at.isoformat()})
+        self.metrics.inc("redriven", name)
+        report.redriven_jobs.append(jid)
+        (report.resumed_revocations if step is REVOKE else report.resumed_activations).append(record.id)
 
     def _alert(self, title: str, request_id: str, detail: str) -> None:
         self.audit.append("reconciler.alert", actor=ACTOR.object_id, request_id=request_id,

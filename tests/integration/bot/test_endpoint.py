@@ -15,6 +15,7 @@ from bot.app import create_app
 from services.composition import Services
 from services.emulators.botauth import METADATA_PATH, BotAuthEmulator, TokenVariant
 from services.settings import Settings
+from services.state.queue import WorkerRoll
 from tests.harness import TENANT
 from tests.integration.bot.conftest import serving
 from tests.teams_activities import invoke, message
@@ -137,6 +138,11 @@ async def test_health_and_readiness(client, product):
     for path in ("/readyz", "/metrics"):  # never on the public listener
         assert (await client.get(path)).status == 404
     async with serving(create_ops_app(product.services)) as ops:
+        ready = await ops.get("/readyz")
+        body = await ready.json()  # no worker yet: still serving, and saying why approvals would wait
+        assert ready.status == 200 and body["status"] == "degraded", body
+        assert body["problems"][0].startswith("workers: none running"), body
+        WorkerRoll(product.runtime.redis, product.settings.key_prefix, product.settings.reconcile_interval_s).beat("w")
         ready = await ops.get("/readyz")
         assert ready.status == 200 and (await ready.json())["status"] == "ready"
         metrics = await ops.get("/metrics")
