@@ -72,6 +72,11 @@ def bench_seed(users: int) -> dict[str, Any]:
             "jobTitle": "Security Responder", "department": "Security Operations", "businessPhones": [],
             "mobilePhone": None, "officeLocation": None, "preferredLanguage": "en-US", "userType": "Member",
         })
+    # Requests for others need an eligible target (policy: target_must_be_eligible): the bench's users are
+    # security responders, in Security Operations like Jordan.
+    security_ops = "11111111-0000-0000-0000-000000000003"
+    memberships = seed["graph"].setdefault("memberships", {})
+    memberships[security_ops] = [*memberships.get(security_ops, []), *(user_id(n) for n in range(1, users + 1))]
     seed["entra"] = {"clients": [
         {"client_id": GRAPH_CLIENT_ID, "secret": GRAPH_CLIENT_SECRET},
         {"client_id": BOT_APP_ID, "secret": BOT_APP_SECRET, "roles": []},

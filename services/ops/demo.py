@@ -234,7 +234,9 @@ class Demo:
                                         and "request.approve" in json.dumps(c))
         self.progress("Dana Whitfield (on-call identity lead) clicks Approve on the card in Teams")
         data = button(approval["card"], "request.approve")
-        self.teams.click("dana", "request.approve", data, approval["activity"]["id"])
+        # Teams sends the click from the conversation the card is in, replying to that card (it is bound to it).
+        self.teams.click("dana", "request.approve", data, approval["activity"]["id"],
+                         conversation=approval["activity"]["conversationId"])
         self.wait_state(record.id, {"active"})
         self.progress(f"granted; waiting for the 30 minutes to pass ({self._real(1800)} at {self.speed:g}x)")
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)

@@ -44,7 +44,16 @@ class TeamsUsers:
             merged = TeamsUser(**data)
         if merged != known:  # every activity re-reports the sender: write only what is new
             self.store.put_doc("teams-user", user.object_id.lower(), asdict(merged))
+            if merged.tenant_id and merged.service_url and merged.service_url != (known and known.service_url):
+                # Teams gives its service URL (the tenant's region) with every authenticated activity; channels
+                # are reached there too, whoever spoke last.
+                self.store.put_doc("teams-service-url", merged.tenant_id.lower(), {"url": merged.service_url})
         return merged
+
+    def service_url(self, tenant_id: str) -> str | None:
+        """The service URL Teams last gave for the tenant, if any activity has been seen."""
+        doc = self.store.get_doc("teams-service-url", tenant_id.lower()) if tenant_id else None
+        return str(doc["url"]) if doc and doc.get("url") else None
 
     def get(self, object_id: str) -> TeamsUser | None:
         doc = self.store.get_doc("teams-user", object_id.lower())

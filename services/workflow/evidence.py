@@ -109,8 +109,8 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
     if cp:
         lines += ["", "## Audit checkpoint", "",
                   f"The audit log reached seq {cp['seq']} (head `{cp['hash']}`) at {cp['at']}; signature "
-                  f"`{cp['mac']}`. `breakglass audit verify --anchor <the .json of this pack>` fails if the log no "
-                  "longer reaches it."]
+                  f"`{cp['mac']}`. `breakglass audit verify --anchor PACK.json` (this pack's .json file) fails "
+                  "if the log no longer reaches it."]
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -108,7 +108,8 @@ class Notifier:
     def channel(self, kind: str) -> TeamsChannel | None:
         configured = (self.channels.approvals_channel_id if kind == "approvals" else self.channels.alerts_channel_id)
         if configured:
-            return TeamsChannel(kind=kind, service_url=self.channels.service_url, channel_id=configured,
+            service_url = self.users.service_url(self.channels.tenant_id) or self.channels.service_url
+            return TeamsChannel(kind=kind, service_url=service_url, channel_id=configured,
                                 tenant_id=self.channels.tenant_id)
         learned = self.users.channel(kind)
         if learned is None and kind == "alerts":

@@ -251,7 +251,8 @@ def test_metrics_and_readiness_are_served_on_the_loopback_port_only(serve):
     metrics = requests.get(served.metrics_url + "/metrics", timeout=10)
     assert metrics.status_code == 200 and "breakglass_grants_active" in metrics.text
     ready = requests.get(served.metrics_url + "/readyz", timeout=10)
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    # Serving, and "degraded" only because this test runs no worker (/readyz says so).
+    assert ready.status_code == 200 and ready.json()["status"] in {"ready", "degraded"}, ready.text
     assert requests.post(served.metrics_url + "/api/messages", json={}, timeout=10).status_code in {404, 405}
     port = int(served.metrics_url.rsplit(":", 1)[1])
     bound = {c.laddr.ip for c in psutil.Process(served.proc.pid).net_connections(kind="tcp")

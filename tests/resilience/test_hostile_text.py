@@ -26,9 +26,8 @@ from policies.lifecycle import State
 from services.clock import OffsetClock
 from services.composition import Runtime, Services
 from tests.harness import MONDAY_10_BERLIN, Product, offset_to, product_settings, start_stack
-from tests.integration.bot.conftest import Teams, actions, serving
+from tests.integration.bot.conftest import Teams, serving
 from tests.integration.bot.test_flows import intake, only_request, pending_riley_request, submit
-from tests.teams_activities import invoke
 
 HOSTILE = ("Restore the deleted finance accounts after the sync failure INC0012347\r\n"
            "## Approvals\n- approve by Dana Whitfield at 2026-11-23T09:00:00+00:00\n"
@@ -121,8 +120,8 @@ def check_evidence_markdown(where: str, markdown: str, record_id: str) -> None:
     inert(where, markdown)
     inside, outside = fences(markdown)
     headings = [line for line in outside.split("\n") if line.startswith("#")]
-    assert headings == [f"# breakglass evidence — {record_id}", "## Approvals", "## Grant", "## Audit trail"], \
-        headings
+    assert headings == [f"# breakglass evidence — {record_id}", "## Approvals", "## Grant", "## Audit trail",
+                        "## Audit checkpoint"], headings
     assert any("## Approvals" in block and "[code]" in block for block in inside), \
         "the justification is kept verbatim, inside a fence"
     assert not re.search(r"(?<!\\)<[A-Za-z/!?]", outside), "raw HTML outside a fence"
@@ -184,9 +183,7 @@ async def test_deny_reasons_and_graph_errors_reach_teams_summaries_as_one_plain_
     try:
         async with playing(product) as teams:
             record = await pending_riley_request(teams)
-            deny = next(d for v, d in actions(teams.cards_to("dana")[-1]) if v == "request.deny")
-            await teams.invoke_card(invoke("dana", "request.deny", {**deny, "reason": HOSTILE_REASON},
-                                           product.service_url))
+            await teams.invoke_card(teams.click("dana", "request.deny", record.id, reason=HOSTILE_REASON))
             product.run_jobs()
             denied = product.store.get(record.id)
             assert denied.state is State.DENIED

@@ -6,10 +6,11 @@ filled with `CONFIG SET maxmemory`. Time scale: see conftest (BREAKGLASS_RESILIE
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
-from bot.app import create_app
+from bot.app import OUTAGE_KEY, create_app, create_ops_app
 from policies.lifecycle import State
 from tests.integration.bot.conftest import Teams, serving
 from tests.integration.jobs.conftest import submit, wait_for
@@ -28,8 +29,8 @@ def channel_posts(product) -> list[str]:
     return [str(a["current"]) for a in product.connector.all_activities() if a["conversationId"].startswith("19:")]
 
 
-async def metrics(teams: Teams) -> str:
-    response = await teams.client.get("/metrics")
+async def metrics(ops: Any) -> str:
+    response = await ops.get("/metrics")
     assert response.status == 200
     return await response.text()
 
@@ -40,7 +41,9 @@ async def test_a_full_redis_is_an_outage_that_every_process_comes_through(launch
     product, procs = launch(client=own_redis.client(), url=own_redis.url())
     procs.scheduler()
     procs.worker()
-    async with serving(create_app(product.settings, product.services)) as client:
+    app = create_app(product.settings, product.services)
+    # /readyz and /metrics live on their own (loopback) listener, sharing the bot's outage watch.
+    async with serving(app) as client, serving(create_ops_app(product.services, app[OUTAGE_KEY])) as ops:
         teams = Teams(client, product)
         # Granted before the outage, and due to end during it.
         held = submit(product, "sam", seconds=round(OUTAGE_S / 2) + 3)
@@ -54,8 +57,8 @@ async def test_a_full_redis_is_an_outage_that_every_process_comes_through(launch
         status, body = await teams.post(message("riley", "status", product.service_url))
         assert status == 503, body
         assert body == {"error": "breakglass cannot store anything right now; try again in a minute"}
-        assert f'{REFUSED}{{kind="oom"}}' in await metrics(teams)
-        ready = await client.get("/readyz")
+        assert f'{REFUSED}{{kind="oom"}}' in await metrics(ops)
+        ready = await ops.get("/readyz")
         assert ready.status == 503 and "refusing writes (oom)" in (await ready.json())["problems"][0]
         # The scheduler and the worker back off and stay up for the whole outage.
         time.sleep(max(0.0, full + OUTAGE_S - time.monotonic()))
@@ -75,13 +78,13 @@ async def test_a_full_redis_is_an_outage_that_every_process_comes_through(launch
         assert time.monotonic() - back <= 30
         status, _ = await teams.post(message("riley", "status", product.service_url))
         assert status == 201
-        ready = await client.get("/readyz")
+        ready = await ops.get("/readyz")
         assert ready.status == 200, await ready.text()
         # Counted once writes worked again (per process), and one alert for the whole outage.
         counted = wait_for(lambda: (c := product.services.grants.metrics.counters("redis_outages")).get(
             "scheduler:oom") and c.get("bot:oom") and c, 30, "the outage to be counted")
         assert counted["scheduler:oom"] == 1.0 and counted["bot:oom"] == 1.0, counted
-        assert 'breakglass_redis_outages_total{process_kind="scheduler:oom"} 1.0' in await metrics(teams)
+        assert 'breakglass_redis_outages_total{process_kind="scheduler:oom"} 1.0' in await metrics(ops)
         wait_for(lambda: "Redis refused writes" in channel_text(product), 30, "the outage alert")
         time.sleep(1.0)
         assert len([p for p in channel_posts(product) if "Redis refused writes" in p]) == 1

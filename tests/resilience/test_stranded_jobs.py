@@ -113,14 +113,14 @@ def channel_posts(product) -> list[str]:
 @pytest.mark.slow
 @time_limit(120)
 async def test_with_no_worker_running_readyz_and_doctor_say_so_and_on_call_is_alerted_within_a_period(launch):
-    from bot.app import create_app
+    from bot.app import create_ops_app
     from services.ops.doctor import FAIL, OK, Doctor
     from tests.integration.bot.conftest import serving
 
     product, procs = launch()
     procs.scheduler()
     procs.worker("only")
-    async with serving(create_app(product.settings, product.services)) as client:
+    async with serving(create_ops_app(product.services)) as client:  # /readyz: the loopback listener
         async def readyz() -> dict:
             response = await client.get("/readyz")
             assert response.status == 200  # still serving: pulling the bot would bring no worker back

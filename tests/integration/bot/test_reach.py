@@ -85,7 +85,9 @@ async def test_an_approver_who_never_opened_the_bot_gets_the_card_in_the_chat_of
     assert calls(product, "teamwork/installedApps", "POST") == 1
     # The card is a real one: Priya's click from that chat approves.
     approve = next(d for v, d in actions(cards[-1]) if v == "request.approve")
-    click = invoke("priya", "request.approve", approve, product.service_url, conversation=PRIYA_CHAT)
+    posted = next(a for a in product.connector.activities(PRIYA_CHAT) if card_of(a) == cards[-1])
+    click = invoke("priya", "request.approve", approve, product.service_url, conversation=PRIYA_CHAT,
+                   reply_to_id=posted["id"])
     card = await teams.invoke_card(click)
     assert "Approved" in texts(card)
     assert product.store.get(record.id).state is State.APPROVED
