@@ -53,7 +53,8 @@ def test_sign_ins_of_a_window_across_pages_and_a_429(graph: GraphClient, graph_s
     graph_stack.graph.set_state({"sign_ins": rows, "audit_page_size": 2})
     graph_stack.graph.add_fault(path="/v1.0/auditLogs/signins", method="GET", status=429,
                                 headers={"Retry-After": "0.01"}, times=1)
-    found = graph.sign_ins(user_id=RILEY, since=BASE + timedelta(minutes=1), until=BASE + timedelta(minutes=5, seconds=1))
+    found = graph.sign_ins(user_id=RILEY, since=BASE + timedelta(minutes=1),
+                           until=BASE + timedelta(minutes=5, seconds=1))
     assert [r["id"] for r in found] == ["signin-5", "signin-4", "signin-3", "signin-2", "signin-1"]
     calls = graph_stack.graph.calls.list(method="GET")
     assert any(c.status == 429 for c in calls) and len([c for c in calls if c.status == 200]) == 3
