@@ -22,7 +22,7 @@ import redis
 from policies.document import PolicyDocument
 from policies.model import GrantMode
 from services.clock import Clock, OffsetClock, SystemClock
-from services.ports import Directory, Graph, Teams, Ticketing
+from services.ports import Directory, Graph, IdentityLogs, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
 from services.state.anchors import AnchorFile
 from services.state.audit import AuditLog
@@ -145,6 +145,11 @@ class Services:
             return self._teams
         from services.clients.teams import build_teams
         return build_teams(self.settings, self.runtime.redis)
+
+    @cached_property
+    def identity_logs(self) -> IdentityLogs:
+        """Sessions, sign-in and directory audit logs, user risk: the same Graph client, another port."""
+        return self.graph  # type: ignore[return-value]
 
     @cached_property
     def app_installer(self) -> AppInstaller | None:

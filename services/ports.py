@@ -77,6 +77,11 @@ class GraphThrottledError(GraphError):
     """429 after the client's own retries ran out."""
 
 
+class LicenceRequiredError(GraphForbiddenError):
+    """The tenant's licence does not cover the call (sign-in logs need Entra ID P1/P2, risk needs P2): 403
+    Authentication_RequestFromNonPremiumTenantOrB2CTenant. Asking for more permissions would not help."""
+
+
 class GraphUnavailableError(GraphError):
     """5xx, timeouts or connection resets after the client's own bounded retries."""
 
@@ -142,6 +147,29 @@ class Graph(Protocol):
 
 
 # --- Teams app installation for a user (Graph teamwork, PROTOCOL_NOTES §9) -----------------------------------
+
+class IdentityLogs(Protocol):
+    """Sessions, the sign-in and directory audit logs, and user risk (Graph; PROTOCOL_NOTES §8). The logs arrive
+    minutes late: an empty answer means "nothing visible yet", never "nothing happened"."""
+
+    def revoke_sign_in_sessions(self, user_id: str) -> None:
+        """Invalidate the user's refresh tokens and session cookies now; issued access tokens live on until they
+        expire (up to about an hour, or until a CAE resource reacts)."""
+        ...
+
+    def sign_ins(self, *, user_id: str, since: datetime, until: datetime | None = None) -> list[dict[str, Any]]:
+        """The user's interactive sign-ins in the window, newest first, every page."""
+        ...
+
+    def directory_audits(self, *, initiated_by: str, since: datetime,
+                         until: datetime | None = None) -> list[dict[str, Any]]:
+        """Directory changes the user initiated in the window, every page."""
+        ...
+
+    def risky_user(self, user_id: str) -> dict[str, Any] | None:
+        """Identity Protection's row for the user, or None when they were never flagged (Graph's 404)."""
+        ...
+
 
 class TeamsAppBlockedError(GraphForbiddenError):
     """The tenant's app permission policy blocks the app for this user (403 Forbidden / AccessDenied): an admin

@@ -29,6 +29,7 @@ from services.ports import (
     GraphNotFoundError,
     GraphThrottledError,
     GraphUnavailableError,
+    LicenceRequiredError,
     RoleAssignmentDoesNotExistError,
     RoleAssignmentExistsError,
     ScheduleInstance,
@@ -45,6 +46,7 @@ USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled"
 MAX_PAGES = 200
 USER_NOT_FOUND_CODES = frozenset({"Request_ResourceNotFound", "ResourceNotFound"})
 CODE_ERRORS: dict[str, type[GraphError]] = {
+    "Authentication_RequestFromNonPremiumTenantOrB2CTenant": LicenceRequiredError,
     "RoleAssignmentExists": RoleAssignmentExistsError,
     "RoleAssignmentDoesNotExist": RoleAssignmentDoesNotExistError,
     "ActiveDurationTooShort": ActiveDurationTooShortError,
@@ -71,6 +73,13 @@ def graph_error(exc: UpstreamError) -> GraphError:
     else:
         cls = GraphError
     return cls(status, code, message, retry_after=exc.retry_after)
+
+
+def odata_time(value: datetime) -> str:
+    """A DateTimeOffset literal for $filter: unquoted, whole seconds, UTC (§8.2)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_datetime(value: datetime) -> str:
@@ -256,6 +265,32 @@ class GraphClient:
 
 
     # --- Teams app installation (PROTOCOL_NOTES §9) ---
+
+    # --- sessions, audit logs and risk (services.ports.IdentityLogs) ---
+
+    def revoke_sign_in_sessions(self, user_id: str) -> None:
+        # Any 2xx is success: today 200 {"value": true}, documented as meant to be 204 (§8.1).
+        self._call("POST", f"users/{quote(user_id, safe='@')}/revokeSignInSessions")
+
+    def sign_ins(self, *, user_id: str, since: datetime, until: datetime | None = None) -> list[dict[str, Any]]:
+        query = f"userId eq {odata_string(user_id)} and createdDateTime ge {odata_time(since)}"
+        if until is not None:
+            query += f" and createdDateTime le {odata_time(until)}"
+        return self._list("auditLogs/signIns", {"$filter": query, "$top": "1000"})
+
+    def directory_audits(self, *, initiated_by: str, since: datetime,
+                         until: datetime | None = None) -> list[dict[str, Any]]:
+        query = f"activityDateTime ge {odata_time(since)}"
+        if until is not None:
+            query += f" and activityDateTime le {odata_time(until)}"
+        query += f" and initiatedBy/user/id eq {odata_string(initiated_by)}"
+        return self._list("auditLogs/directoryAudits", {"$filter": query})
+
+    def risky_user(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._call("GET", f"identityProtection/riskyUsers/{quote(user_id, safe='')}").json())
+        except GraphNotFoundError:
+            return None  # never flagged (§8.5: branch on the status only)
 
     def catalog_app(self, manifest_id: str) -> CatalogApp | None:
         query = f"externalId eq {odata_string(manifest_id)} and distributionMethod eq 'organization'"

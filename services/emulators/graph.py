@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .auditlogs import AuditLogError, AuditLogs
 from .base import Emulator, StateError
 from .clock import Clock, NowFn
 from .directory import USER_DEFAULT_PROPERTIES, Directory
@@ -59,6 +60,11 @@ PERMISSIONS: tuple[tuple[frozenset[str], re.Pattern[str], tuple[str, ...]], ...]
      ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", *_READ_DIR)),
     (frozenset({"POST", "DELETE"}), re.compile(r"^/v1\.0/users/[^/]+/teamwork/installedApps"), _INSTALL_WRITE),
     (frozenset({"GET"}), re.compile(r"^/v1\.0/users/[^/]+/teamwork/installedApps"), _INSTALL_READ),
+    (frozenset({"POST"}), re.compile(r"^/v1\.0/users/[^/]+/revokeSignInSessions$"),
+     ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All")),
+    (frozenset({"GET"}), re.compile(r"^/v1\.0/auditLogs/"), ("AuditLog.Read.All",)),
+    (frozenset({"GET"}), re.compile(r"^/v1\.0/identityProtection/riskyUsers"),
+     ("IdentityRiskyUser.Read.All", "IdentityRiskyUser.ReadWrite.All")),
     (frozenset({"GET"}), re.compile(r"^/v1\.0/users/[^/]+$"), ("User.Read.All", "User.ReadWrite.All", *_READ_DIR)),
     (frozenset({"GET", "POST"}), re.compile(r"^/v1\.0/(users|groups)/"),
      ("GroupMember.Read.All", "Group.Read.All", "User.Read.All", *_READ_DIR)),
@@ -84,6 +90,7 @@ class GraphEmulator(Emulator):
         min_active_seconds: float = 300.0,
         write_rate_limit: float | None = None,
         write_burst: float | None = None,
+        reporting_rate_limit: float | None = None,
         default_role_settings: RoleSettings | None = None,
         enforce_roles: bool = False,
         clock: Clock | NowFn | None = None,
@@ -96,6 +103,7 @@ class GraphEmulator(Emulator):
             "write_rate_limit": write_rate_limit,
             "write_burst": write_burst,
             "enforce_roles": enforce_roles,
+            "reporting_rate_limit": reporting_rate_limit,
         }
         self._default_role_settings = default_role_settings or RoleSettings()
         super().__init__(clock=clock, fault_seed=fault_seed)
@@ -109,8 +117,16 @@ class GraphEmulator(Emulator):
         )
         self.enforce_roles = bool(self._config["enforce_roles"])
         self.teamwork = Teamwork()
+        self.audit_logs = AuditLogs()
         self.throttled_count = 0
         self._configure_bucket(self._config["write_rate_limit"], self._config["write_burst"])
+        self._configure_reporting(self._config["reporting_rate_limit"])
+
+    def _configure_reporting(self, rate: float | None) -> None:
+        """The reporting APIs' own limit (§8.2: 5 requests per 10 s per app per tenant), as requests per second."""
+        self.reporting_rate_limit = rate
+        self._reporting = TokenBucket(rate, max(1.0, rate * 10), now=lambda: self.clock.now().timestamp()) \
+            if rate else None
 
     def _configure_bucket(self, rate: float | None, burst: float | None) -> None:
         self.write_rate_limit, self.write_burst = rate, burst
@@ -123,6 +139,8 @@ class GraphEmulator(Emulator):
             **self.directory.to_json(),
             **self.pim.to_json(),
             **self.teamwork.to_json(),
+            **self.audit_logs.to_json(),
+            "reporting_rate_limit": self.reporting_rate_limit,
             "write_rate_limit": self.write_rate_limit,
             "write_burst": self.write_burst,
             "throttled_count": self.throttled_count,
@@ -155,6 +173,15 @@ class GraphEmulator(Emulator):
         if "enforce_roles" in data:
             self.enforce_roles = bool(data.pop("enforce_roles"))
         self.teamwork.apply(data, self.clock.now())
+        try:
+            self.audit_logs.apply(data)
+        except ValueError as exc:
+            raise StateError(str(exc)) from exc
+        if "reporting_rate_limit" in data:
+            self._configure_reporting(data.pop("reporting_rate_limit"))
+        for key in ("sessions_valid_from", "revocations"):
+            if key in data:
+                raise StateError(f"'{key}' is derived state")
         if "assignments" in data:
             self.pim.assignments = []
             for row in data.pop("assignments"):
@@ -323,6 +350,81 @@ class GraphEmulator(Emulator):
         r.add_post("/v1.0/users/{user}/teamwork/installedApps", self._h_install_app)
         r.add_get("/v1.0/users/{user}/teamwork/installedApps/{installation}/chat", self._h_installation_chat)
         r.add_delete("/v1.0/users/{user}/teamwork/installedApps/{installation}", self._h_uninstall_app)
+        r.add_post("/v1.0/users/{user}/revokeSignInSessions", self._h_revoke_sessions)
+        # nextLink spells the segment in lower case (signins); both reach the same log.
+        r.add_get("/v1.0/auditLogs/{kind:signIns|signins}", self._h_sign_ins)
+        r.add_get("/v1.0/auditLogs/{kind:directoryAudits|directoryaudits}", self._h_directory_audits)
+        r.add_get("/v1.0/identityProtection/riskyUsers/{user}", self._h_risky_user)
+
+    # sessions, audit logs and risk (auditlogs.py)
+    async def _h_revoke_sessions(self, request: web.Request) -> web.Response:
+        with self.lock:
+            user_id = self._user_id(request)
+            if user_id is None:
+                return self.not_found(request, request.match_info["user"])
+            self.audit_logs.revoke_sessions(user_id, self.clock.now())
+        body = body_of("graph/user_revoke_signin_sessions.http.json")
+        return self.ok(request, body)
+
+    async def _h_sign_ins(self, request: web.Request) -> web.Response:
+        return await self._audit_page(request, "signIns", ("id", "userId", "userPrincipalName", "createdDateTime",
+                                                           "appId", "status/errorCode"), "signIn", "signins")
+
+    async def _h_directory_audits(self, request: web.Request) -> web.Response:
+        return await self._audit_page(request, "directoryAudits",
+                                      ("id", "activityDateTime", "category", "initiatedBy/user/id",
+                                       "initiatedBy/user/userPrincipalName", "initiatedBy/app/appId",
+                                       "targetResources/id"), "directoryAudit", "directoryAudits")
+
+    async def _audit_page(self, request: web.Request, kind: str, properties: tuple[str, ...], type_name: str,
+                          link_segment: str) -> web.Response:
+        if self._reporting is not None:
+            wait = self._reporting.take()
+            if wait is not None:
+                with self.lock:
+                    self.throttled_count += 1
+                return self._throttled(request, format_retry_after(wait))
+        query = request.query
+        try:
+            conditions = parse_filter(query.get("$filter"))
+            check_properties(conditions, properties, type_name)
+            top = int(query["$top"]) if "$top" in query else None
+            skip = int(query.get("$skiptoken", "0_0").rsplit("_", 1)[-1])
+            if (top is not None and top < 1) or skip < 0:
+                raise ODataError("Invalid $top or $skiptoken")
+        except (ODataError, ValueError) as exc:
+            return self.error(request, 400, "BadRequest", str(exc))
+        try:
+            with self.lock:
+                value, following = self.audit_logs.page(kind, conditions, top, skip, self.clock.now())
+        except AuditLogError as exc:
+            if exc.status == 403:
+                # The fixture's body: a licence gate, not a missing permission (§8.2).
+                body = body_of("graph/error_403_signins_non_premium_tenant.http.json")
+                return json_response(body, status=403, headers=self._ids(request))
+            return self.error(request, exc.status, exc.code, exc.message)
+        out: dict[str, Any] = {"@odata.context": f"{CTX}auditLogs/{kind}"}
+        if following is not None:
+            params = {k: v for k, v in query.items() if k != "$skiptoken"}
+            params["$skiptoken"] = f"{uuid.uuid4().hex}_{following}"
+            out["@odata.nextLink"] = str(request.url.with_path(f"/v1.0/auditLogs/{link_segment}")
+                                         .with_query(params))
+        out["value"] = value
+        return self.ok(request, out)
+
+    async def _h_risky_user(self, request: web.Request) -> web.Response:
+        user_key = request.match_info["user"]
+        try:
+            with self.lock:
+                row = self.audit_logs.risky_user(user_key)
+        except AuditLogError as exc:
+            if exc.status == 404:
+                # §8.5: the real body was never captured; clients must branch on the status only.
+                body = body_of("graph/risky_user_get_404_never_risky.http.json")
+                return json_response(body, status=404, headers=self._ids(request))
+            body = body_of("graph/error_403_signins_non_premium_tenant.http.json")
+            return json_response(body, status=exc.status, headers=self._ids(request))
+        return self.ok(request, {"@odata.context": f"{CTX}identityProtection/riskyUsers/$entity", **row})
 
     # users and groups
     async def _h_user(self, request: web.Request) -> web.Response:

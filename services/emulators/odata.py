@@ -1,5 +1,7 @@
-"""The small OData subset Graph clients use here: ``$filter`` with ``eq``/``ne``/``in`` joined by ``and``,
-and ``$select``. Anything else is rejected loudly so an unsupported query never silently matches everything.
+"""The small OData subset Graph clients use here: ``$filter`` with ``eq``/``ne``/``in`` and, on DateTimeOffset
+values (unquoted, as Graph writes them), ``ge``/``le``/``gt``/``lt``, joined by ``and``; property paths such as
+``initiatedBy/user/id``; and ``$select``. Anything else is rejected loudly so an unsupported query never silently
+matches everything.
 """
 
 from __future__ import annotations
@@ -7,10 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<lp>\()|(?P<rp>\))|(?P<comma>,)"
+    r"|(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))"
     r"|(?P<num>-?\d+(?:\.\d+)?(?![\w-]))|(?P<word>[A-Za-z_@$][\w./@$-]*))"
 )
 
@@ -19,16 +23,58 @@ class ODataError(ValueError):
     """An unsupported or malformed query option (Graph answers 400 BadRequest)."""
 
 
+ORDERING = {"ge": lambda a, b: a >= b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b,
+            "lt": lambda a, b: a < b}
+
+
 @dataclass(frozen=True)
 class Condition:
     prop: str
-    op: str  # "eq" | "ne" | "in"
+    op: str  # "eq" | "ne" | "in" | "ge" | "le" | "gt" | "lt"
     values: tuple[Any, ...]
 
     def test(self, obj: Mapping[str, Any]) -> bool:
-        actual = obj.get(self.prop)
+        actual = _path(obj, self.prop)
+        if self.op in ORDERING:
+            moment = _as_datetime(actual)
+            return moment is not None and ORDERING[self.op](moment, self.values[0])
         hit = any(_equal(actual, v) for v in self.values)
         return not hit if self.op == "ne" else hit
+
+
+def _path(obj: Mapping[str, Any], prop: str) -> Any:
+    """``initiatedBy/user/id``: a null step (``initiatedBy.user`` is null for an app) matches nothing."""
+    if prop in obj:  # a flattened row keyed by the whole path
+        return obj[prop]
+    value: Any = obj
+    for step in prop.split("/"):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return _parse_dt(value)
+    except ValueError:
+        return None
+
+
+def _parse_dt(text: str) -> datetime:
+    # Graph writes seven fractional digits; fromisoformat takes at most six.
+    match = re.fullmatch(r"(.*?T\d{2}:\d{2}(?::\d{2})?)(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?", text)
+    if not match:
+        raise ValueError(text)
+    base, fraction, zone = match.groups()
+    fraction = ("." + fraction[:6]) if fraction else ""
+    zone = "+00:00" if zone in (None, "Z") else zone
+    moment = datetime.fromisoformat(base + fraction + zone)
+    return moment.astimezone(UTC)
 
 
 def _equal(actual: Any, expected: Any) -> bool:
@@ -53,6 +99,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 def _literal(kind: str, raw: str) -> Any:
+    if kind == "dt":
+        return _parse_dt(raw)
     if kind == "str":
         return raw[1:-1].replace("''", "'")
     if kind == "num":
@@ -88,6 +136,11 @@ def parse_filter(text: str | None) -> list[Condition]:
         op = op.lower()
         if op in ("eq", "ne"):
             conditions.append(Condition(prop, op, (_literal(*take()),)))
+        elif op in ORDERING:
+            value = _literal(*take())
+            if not isinstance(value, datetime):
+                raise ODataError(f"Invalid filter clause: '{op}' is supported on DateTimeOffset values only")
+            conditions.append(Condition(prop, op, (value,)))
         elif op == "in":
             if take()[0] != "lp":
                 raise ODataError("Invalid filter clause: 'in' needs a parenthesised list")
