@@ -77,12 +77,17 @@ class Actions:
                                         data={"verb": verb, "code": "malformed_request_id",
                                               "request_id": request_id[:40]})
                 return message_card("This card does not refer to a valid request.")
+            if chosen is Verb.REQUEST_REFRESH:
+                # Teams refreshes every card view: read, authorise and render in one hop to a thread.
+                record, card = await asyncio.to_thread(self._refresh, request_id, who, origin)
+                if card is None:
+                    raise await asyncio.to_thread(self.access.view_denied, request_id, who, verb,
+                                                  exists=record is not None)
+                return card
             record = await asyncio.to_thread(self.services.runtime.store.get, request_id)
             if record is None or not await self._may_see(record, who, origin):
                 raise await asyncio.to_thread(self.access.view_denied, request_id, who, verb,
                                               exists=record is not None)
-            if chosen is Verb.REQUEST_REFRESH:
-                return await self._view(record, who, origin)
             if not self._bound(record, chosen, data, origin):
                 await asyncio.to_thread(self.services.runtime.audit.append, "action.refused", actor=who.object_id,
                                         request_id=record.id, data={
@@ -105,16 +110,25 @@ class Actions:
     # --- who may see, and which card a click came from ------------------------------------------------------
 
     async def _may_see(self, record: RequestRecord, who: Who, origin: Origin) -> bool:
-        return self._channel_copy(record, origin) or await asyncio.to_thread(self.access.can_view, record, who)
+        return self._channel_copy(record, origin) or self.access.can_view(record, who)
 
-    def _channel_copy(self, record: RequestRecord, origin: Origin) -> bool:
-        """The click comes from the approvals channel, where this request's read-only copy was posted: everyone
-        in that channel already sees it."""
-        channel = self.services.notifier.channel("approvals")
-        if channel is None or thread(origin.conversation_id) != thread(channel.channel_id):
-            return False
+    @staticmethod
+    def _channel_copy(record: RequestRecord, origin: Origin) -> bool:
+        """The click comes from the channel where this request's read-only copy was posted (the record's own card
+        references say where): everyone in that channel already sees it."""
         return any(c.audience == "channel" and thread(c.conversation_id) == thread(origin.conversation_id)
                    for c in record.cards)
+
+    def _refresh(self, request_id: str, who: Who, origin: Origin) -> tuple[RequestRecord | None,
+                                                                          dict[str, Any] | None]:
+        """(the record, the card this person may see), or a None card when they may not see it."""
+        record = self.services.runtime.store.get(request_id)
+        if record is None:
+            return None, None
+        party = self.access.can_view(record, who)
+        if not party and not self._channel_copy(record, origin):
+            return record, None
+        return record, self._view_sync(record, who, party)
 
     @staticmethod
     def _bound(record: RequestRecord, verb: Verb, data: dict[str, Any], origin: Origin) -> bool:
@@ -128,11 +142,14 @@ class Actions:
     async def _view(self, record: RequestRecord, who: Who, origin: Origin) -> dict[str, Any]:
         """What this clicker is shown: their own view if they are a party, else the channel's read-only copy (the
         only other way past `_may_see`)."""
-        if await asyncio.to_thread(self.access.can_view, record, who):
-            return await self.view_for(record, who)
+        return await asyncio.to_thread(self._view_sync, record, who, self.access.can_view(record, who))
+
+    def _view_sync(self, record: RequestRecord, who: Who, party: bool) -> dict[str, Any]:
+        if party:
+            return self._party_view(record, who)
         now = self._now()
         if record.state is State.PENDING_APPROVAL:
-            return approval_base_card(record, now, await asyncio.to_thread(self._teams_ids, record))
+            return approval_base_card(record, now, self._teams_ids(record))
         return decided_card(record, now)
 
     # --- verbs ----------------------------------------------------------------------------------------------
@@ -205,17 +222,19 @@ class Actions:
     # --- views ----------------------------------------------------------------------------------------------
 
     async def view_for(self, record: RequestRecord, who: Who) -> dict[str, Any]:
-        """The card a party sees (callers check `AccessService.can_view` first): approvers get buttons while the
-        request is pending, the requester their own controls, an approver of a decided request its outcome."""
+        """The card a party sees (callers check `AccessService.can_view` first)."""
+        return await asyncio.to_thread(self._party_view, record, who)
+
+    def _party_view(self, record: RequestRecord, who: Who) -> dict[str, Any]:
+        """Approvers get buttons while the request is pending, the requester their own controls, an approver of a
+        decided request its outcome."""
         now = self._now()
         oid = who.object_id.lower()
         if oid in {record.request.requester, record.request.target}:
             return request_card(record, now=now, viewer="requester")
         if record.state is State.PENDING_APPROVAL:
-            approvers = await asyncio.to_thread(self._current_approver_ids, record)
-            if oid in approvers:
-                ids = await asyncio.to_thread(self._teams_ids, record)
-                return approval_card(record, now, ids)
+            if oid in self._current_approver_ids(record):
+                return approval_card(record, now, self._teams_ids(record))
             return request_card(record, now=now, viewer="readonly")
         return decided_card(record, now)
 
