@@ -22,7 +22,19 @@ from services.state.store import RequestStore
 pytest.register_assert_rewrite("tests.unit.cards.helpers")
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_REDIS_URL = os.environ.get("BREAKGLASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+def _test_redis_url() -> str:
+    """db 15, or under pytest-xdist one database per worker counting down from it (gw0: 15, gw1: 14, ...): every
+    test flushes its database."""
+    url = os.environ.get("BREAKGLASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        base, _, db = url.rpartition("/")
+        if db.isdigit():
+            return f"{base}/{int(db) - int(worker[2:])}"
+    return url
+
+
+TEST_REDIS_URL = _test_redis_url()
 AUDIT_KEY = b"test-audit-key-0123456789abcdef0123456789"
 
 _embedded: redis.Redis | None = None

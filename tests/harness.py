@@ -29,6 +29,19 @@ from services.settings import Settings
 from services.state.queue import JSONJob, JSONQueue, worker_queues
 from tests.conftest import AUDIT_KEY
 
+
+class BurstWorker(SimpleWorker):
+    """RQ's SimpleWorker for in-test bursts, without RQ's command channel. RQ subscribes a pub/sub thread at the start
+    and joins it at the end of every burst; when the unsubscribe wins the race, redis-py's thread first waits out its
+    60 s poll for a subscription, and the burst (the test) with it."""
+
+    def subscribe(self) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 TENANT = DEMO_TENANT_ID
 BOT_ID = f"28:{DEMO_BOT_APP_ID}"
 MONDAY_10_BERLIN = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -130,7 +143,7 @@ class Product:
             count = sum(len(queue) for queue in queues)
             if not count:
                 break
-            worker = SimpleWorker(queues, connection=self.runtime.redis, serializer=JSONSerializer,
+            worker = BurstWorker(queues, connection=self.runtime.redis, serializer=JSONSerializer,
                                   job_class=JSONJob, queue_class=JSONQueue)
             worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
             total += count

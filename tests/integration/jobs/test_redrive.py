@@ -4,7 +4,6 @@ the emulators; the product clock is moved instead of waiting)."""
 
 from __future__ import annotations
 
-from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from jobs.context import install
@@ -12,7 +11,7 @@ from policies.lifecycle import State
 from services.state.queue import ACCESS_QUEUE_NAME, ClaimingQueue, JobState, JSONJob, worker_queues
 from services.workflow.access import Who
 from tests.factories import PEOPLE
-from tests.harness import Product
+from tests.harness import BurstWorker, Product
 from tests.integration.jobs.conftest import submit
 
 RUNS: list[str] = []
@@ -32,7 +31,7 @@ def work(product: Product) -> None:
     """A real worker, as `breakglass worker` builds it, until the queues are empty."""
     install(product.services)
     redis = product.runtime.redis
-    SimpleWorker(worker_queues(redis, ClaimingQueue), connection=redis, serializer=JSONSerializer,
+    BurstWorker(worker_queues(redis, ClaimingQueue), connection=redis, serializer=JSONSerializer,
                  job_class=JSONJob, queue_class=ClaimingQueue).work(burst=True, with_scheduler=False,
                                                                     logging_level="WARNING")
 
