@@ -175,7 +175,7 @@ class Services:
     def access(self) -> AccessService:
         return AccessService(store=self.runtime.store, audit=self.runtime.audit, queue=self.queue,
                              policies=self.runtime.policies, directory=self.directory, ticketing=self.ticketing,
-                             clock=self.runtime.clock)
+                             clock=self.runtime.clock, identity_logs=self.identity_logs)
 
     @cached_property
     def grants(self) -> GrantService:
