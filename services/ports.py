@@ -39,6 +39,11 @@ class Ticketing(Protocol):
         """Open an incident (child of `parent` when given); returns its number."""
         ...
 
+    def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
+        """Open a standalone incident at P-level `priority` (1 is the most urgent); returns it as ticket facts that
+        `add_note` accepts. Text is plain: each adapter encodes it for its system."""
+        ...
+
 
 # --- Microsoft Graph -----------------------------------------------------------------------------------------
 
