@@ -137,7 +137,8 @@ class FreshserviceTicketing:
 
     def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
         if not self.requester_email:
-            raise TicketingUnavailableError(f"{SYSTEM} incident failed: no requester (set FRESHSERVICE_REQUESTER_EMAIL)")
+            raise TicketingUnavailableError(f"{SYSTEM} incident failed: no requester (set "
+                                            "FRESHSERVICE_REQUESTER_EMAIL)")
         # Freshservice priority 4 is Urgent (P1) .. 1 Low (P4); urgency and impact 3 are High.
         level = max(1, min(4, 5 - priority))
         response = self._call("incident", "POST", "api/v2/tickets", json={
