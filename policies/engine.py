@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 from policies.document import Entitlement, Lane, PolicyDocument
 from policies.durations import format_duration
 from policies.model import (
+    RISK_ORDER,
     Approver,
     Decision,
     Effect,
     Facts,
     GrantRequest,
     Outcome,
-    RISK_ORDER,
     Principal,
     RiskFact,
     RuleResult,

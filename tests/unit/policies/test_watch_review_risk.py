@@ -90,8 +90,8 @@ def test_an_emergency_account_is_never_elevated_even_off_the_denylist(target):
     policy = parse_policy(text)
     req = request("jordan", target=target, entitlement="security-admin", ticket_ref="INC0012346",
                   justification="Contain the token theft on the mail tenant, INC0012346", at=NOW)
-    d = evaluate(req, facts("jordan", target=target, ticket_facts=ticket("INC0012346", caller="jordan@contoso.example")),
-                 NOW, policy)
+    incident = ticket("INC0012346", caller="jordan@contoso.example")
+    d = evaluate(req, facts("jordan", target=target, ticket_facts=incident), NOW, policy)
     assert d.outcome is Outcome.DENY
     hit = rule(d, "target.emergency_account")
     assert hit and not hit[0].passed and "emergency access account" in hit[0].reason
