@@ -23,6 +23,10 @@ class Directory(Protocol):
         """A user by object id or UPN, with transitive group ids; None when no such user exists."""
         ...
 
+    def group_members(self, group_id: str) -> list[tuple[str, str]]:
+        """(object id, display name) of the group's users, nested groups included (access reviews)."""
+        ...
+
 
 class Ticketing(Protocol):
     system: str

@@ -91,3 +91,23 @@ async def test_every_tick_is_audited_and_noted_and_the_last_closes_the_incident(
     assert "Checklist complete" in texts(content) and "Jordan Reyes" in texts(content)
     assert not [v for v, _ in actions(content) if v == Verb.EMERGENCY_TICK]
     assert product.services.emergency_store.unfinished() == []
+
+
+@pytest.mark.asyncio
+async def test_readiness_says_when_the_emergency_accounts_are_not_watched(product: Product):
+    from bot.app import create_ops_app
+    from services.state.queue import WorkerRoll
+
+    from .conftest import serving
+
+    WorkerRoll(product.runtime.redis, product.settings.key_prefix, product.settings.reconcile_interval_s).beat("w")
+    product.graph.set_state({"audit_licence": "free"})
+    product.services.emergency_watch.poll()
+    async with serving(create_ops_app(product.services)) as ops:
+        body = await (await ops.get("/readyz")).json()
+        assert body["status"] == "degraded", body
+        assert any(p.startswith("emergency watch: cannot run") and "P1 or P2" in p for p in body["problems"]), body
+        product.graph.set_state({"audit_licence": "p2"})
+        product.services.emergency_watch.poll()
+        body = await (await ops.get("/readyz")).json()
+        assert body["status"] == "ready", body
