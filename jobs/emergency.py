@@ -1,5 +1,4 @@
-"""RQ jobs: the emergency-account watch (periodic), one incident's missing steps (after a checklist tick), and the
-scheduled access review."""
+"""RQ jobs: the emergency-account watch (periodic) and one incident's missing steps (after a checklist tick)."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from services.workflow.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 FOREIGN_SCAN_EVERY_S = 300
+REVIEW_CHECK_EVERY_S = 3600  # the scheduled access review is due at most once per `reviews.every`
 MAX_RESTARTS_PER_HOUR = 60
 
 
@@ -328,7 +329,8 @@ def survive_redis_outages(run: Callable[[int], bool], watch: OutageWatch, what: 
 def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int, watch_every_s: int = 0) -> None:
     """Register the periodic jobs once (fixed ids), whoever starts first."""
     periodic = [("periodic-reconcile", q.RECONCILE, reconcile_every_s),
-                ("periodic-foreign-scan", q.SCAN_FOREIGN, FOREIGN_SCAN_EVERY_S)]
+                ("periodic-foreign-scan", q.SCAN_FOREIGN, FOREIGN_SCAN_EVERY_S),
+                ("periodic-review", q.POST_REVIEW, REVIEW_CHECK_EVERY_S)]
     if watch_every_s > 0:
         periodic.append(("periodic-emergency-watch", q.WATCH_EMERGENCY, watch_every_s))
     for jid, func, every in periodic:

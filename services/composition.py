@@ -40,6 +40,7 @@ from services.workflow.notify import ChannelConfig, Notifier
 from services.workflow.policy_watch import PolicyWatch
 from services.workflow.receipts import Receipts
 from services.workflow.reconcile import ForeignAssignmentScan, Reconciler
+from services.workflow.review import Reviews
 
 log = logging.getLogger(__name__)
 
@@ -225,3 +226,9 @@ class Services:
     def emergency_checklist(self) -> Checklist:
         return Checklist(store=self.emergency_store, audit=self.runtime.audit, policies=self.runtime.policies,
                          directory=self.directory, queue=self.queue, clock=self.runtime.clock)
+
+    @cached_property
+    def reviews(self) -> Reviews:
+        return Reviews(audit=self.runtime.audit, store=self.runtime.store, policies=self.runtime.policies,
+                       directory=self.directory, notifier=self.notifier, clock=self.runtime.clock,
+                       redis_client=self.runtime.redis, prefix=self.settings.key_prefix)

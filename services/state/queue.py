@@ -48,7 +48,7 @@ SEND_REQUEST_CARD = "jobs.notify.send_request_card"
 POLICY_WEAKENED = "jobs.notify.policy_weakened"
 WATCH_EMERGENCY = "jobs.emergency.watch"
 DRIVE_EMERGENCY = "jobs.emergency.drive_incident"
-POST_REVIEW = "jobs.emergency.post_review"
+POST_REVIEW = "jobs.review.post_review"
 ACCESS_JOBS = frozenset({ACTIVATE_GRANT, REVOKE_GRANT, EXTEND_GRANT, RECONCILE})
 
 
