@@ -248,7 +248,7 @@ def register_dev(sub: Any) -> None:
                      help="openai: run the OpenAI-compatible emulator as the triage model (script its answers "
                           "through its /_emulator/state)")
     dev.set_defaults(func=cmd_dev)
-    demo = sub.add_parser("demo", help="play the three seed scenarios headlessly and print a timeline")
+    demo = sub.add_parser("demo", help="play the four seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")
