@@ -46,6 +46,7 @@ class Sizes:
     memory_approvals: int
     token_jobs: int
     token_reps: int
+    report_events: int = 100_000  # audit events the usage report reads
 
 
 FULL = Sizes(users=7000, floor_samples=100, approve_clicks=40, approve_reps=5, ack_rate=50, ack_seconds=60,
@@ -57,7 +58,7 @@ QUICK = Sizes(users=700, floor_samples=30, approve_clicks=5, approve_reps=2, ack
               ack_reps=1, stagger_grants=6, stagger_grant_s=5, stagger_every_s=0.5, scale_active=500,
               scale_sampled=6, scale_sample_every_s=0.3, scale_hold_s=4, burst_grants=60, burst_reps=1,
               tick_scales=(500, 1_000, 2_000), ticks=10, endpoint_seconds=2, endpoint_reps=1, endpoint_rate=300,
-              memory_requests=500, memory_approvals=30, token_jobs=30, token_reps=1)
+              memory_requests=500, memory_approvals=30, token_jobs=30, token_reps=1, report_events=10_000)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from bench.core import FULL, QUICK, Ctx, Row
 from bench.env import ROOT, Stack
 from bench.m_expiry import measure_burst, measure_lateness, measure_scale
 from bench.m_latency import measure_ack, measure_floor, measure_floor_and_approve
+from bench.m_report import measure_report
 from bench.m_scale import measure_ticks
 from bench.m_service import measure_endpoint, measure_memory, measure_tokens
 from bench.population import bench_seed
@@ -40,8 +41,9 @@ MEASUREMENTS: dict[str, tuple[Measure, list[str]]] = {
     "endpoint": (measure_endpoint, ["endpoint_valid_capacity", "endpoint_valid_latency", "endpoint_invalid"]),
     "memory": (measure_memory, ["memory_bot", "memory_worker"]),
     "tokens": (measure_tokens, ["token_requests"]),
+    "report": (measure_report, ["usage_report"]),
 }
-ORDER = ["approve", "ack", "endpoint", "memory", "tokens", "burst", "ticks", "scale", "lateness"]
+ORDER = ["approve", "ack", "endpoint", "memory", "tokens", "burst", "ticks", "scale", "lateness", "report"]
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 
 

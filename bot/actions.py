@@ -71,6 +71,8 @@ class Actions:
         try:
             if chosen is Verb.REQUEST_SUBMIT:
                 return await self.submit(who, data, origin)
+            if chosen is Verb.EMERGENCY_TICK:
+                return await self.emergency_tick(who, data, origin)
             request_id = str(data.get("requestId") or "").strip().upper()
             if not REQUEST_ID.match(request_id):
                 await asyncio.to_thread(self.services.runtime.audit.append, "action.refused", actor=who.object_id,
@@ -218,6 +220,13 @@ class Actions:
         result = await asyncio.to_thread(self.access.extend, request_id, who, minutes)
         return with_notice(request_card(result.record, now=self._now(), viewer="requester"), result.message,
                            "good" if result.changed else "warning")
+
+    async def emergency_tick(self, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
+        """An item of an emergency incident's post-use checklist (`services.workflow.emergency.checklist`)."""
+        result = await asyncio.to_thread(
+            self.services.emergency_checklist.tick, who, str(data.get("incidentId") or ""),
+            str(data.get("item") or ""), reply_to_id=origin.reply_to_id, conversation_id=origin.conversation_id)
+        return with_notice(result.card, result.message, "good" if result.changed else "warning")
 
     # --- views ----------------------------------------------------------------------------------------------
 

@@ -296,6 +296,11 @@ def create_ops_app(services: Services, outage: OutageWatch | None = None) -> web
                                     "approved requests wait")
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"redis: {type(exc).__name__}")
+        if not problems:
+            try:  # degraded, never silent: the emergency accounts are not being watched
+                degraded += await asyncio.to_thread(services.emergency_watch.problems)
+            except Exception as exc:  # noqa: BLE001
+                degraded.append(f"emergency watch: {type(exc).__name__}")
         status = 503 if problems else 200
         state = "not ready" if problems else "degraded" if degraded else "ready"
         return web.json_response({"status": state, "problems": problems + degraded}, status=status)

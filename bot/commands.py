@@ -22,6 +22,7 @@ HELP = [
     ("cancel BG-XXXXXX", "withdraw a request that is not active yet"),
     ("deactivate BG-XXXXXX", "end active access now"),
     ("extend BG-XXXXXX 30", "ask for 30 more minutes (policy runs again)"),
+    ("report", "who used which role in the last 90 days (approvers: everyone; others: their own use)"),
     ("help", "this list"),
 ]
 
@@ -30,6 +31,7 @@ PATTERNS = [
     ("help", re.compile(r"^(help|\?|hi|hello)$", re.I)),
     ("status", re.compile(r"^(status|my requests|requests|list)$", re.I)),
     ("pending", re.compile(r"^(pending|approvals|to approve)$", re.I)),
+    ("report", re.compile(r"^(report|usage|usage report|access review)$", re.I)),
     ("cancel", re.compile(rf"^cancel\s+{_ID}$", re.I)),
     ("deactivate", re.compile(rf"^(?:deactivate|revoke|end)\s+{_ID}$", re.I)),
     ("extend", re.compile(rf"^extend\s+{_ID}\s+([0-9]{{1,4}})(?:\s*(?:m|min|mins|minutes))?$", re.I)),
@@ -74,6 +76,8 @@ class Commands:
                 for record in records[:5]:
                     cards.append(await self.actions.view_for(record, who))
                 return cards
+            if command.name == "report":
+                return [await asyncio.to_thread(self.services.reviews.summary_for, who.object_id)]
             request_id = command.args[0]
             if command.name == "cancel":
                 result = await asyncio.to_thread(self.services.access.cancel, request_id, who)

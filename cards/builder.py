@@ -127,6 +127,11 @@ def execute(title: str, verb: Verb, data: Mapping[str, str], *, style: ActionSty
                             mode=None)
 
 
+def action_set(actions: Sequence[Action], *, spacing: Spacing | None = None) -> ac.ActionSet:
+    """Buttons inside the body (next to the line they act on), not at the card's foot."""
+    return ac.ActionSet(actions=list(actions), spacing=at.Spacing(spacing) if spacing else None)
+
+
 def show_card(title: str, body: Sequence[Element], actions: Sequence[Action],
               *, style: ActionStyle | None = None) -> ac.ActionShowCard:
     inner = ac.AdaptiveCard(version=CARD_VERSION, body=list(body), actions=list(actions) or None)

@@ -51,6 +51,7 @@ FLAG_WORDS: dict[str, str] = {
     "change_freeze": "Change freeze in effect",
     "for_someone_else": "Requested for someone else",
     "over_privileged": "More privilege than the task needs",
+    "identity_risk": "Identity risk",
 }
 
 GRANT_MODE_WORDS: dict[GrantMode, str] = {

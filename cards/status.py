@@ -149,6 +149,9 @@ def _facts(record: RequestRecord, now: datetime) -> list[Fact]:
     facts.append(fact("Justification", r.justification, limit=JUSTIFICATION_LIMIT))
     facts.append(fact("Requested", f"{lay.stamp(r.created_at)} ({lay.relative(r.created_at, now)})"))
     facts.append(fact("Decision", lay.decision_summary(record)))
+    risk = [r.reason for r in record.decision.rules if r.rule.startswith("risk.")]
+    if risk:
+        facts.append(fact("Identity risk", " ".join(risk), limit=600))
     return facts
 
 

@@ -17,6 +17,7 @@ class Verb(StrEnum):
     REQUEST_REFRESH = "request.refresh"
     GRANT_DEACTIVATE = "grant.deactivate"
     GRANT_EXTEND = "grant.extend"
+    EMERGENCY_TICK = "emergency.tick"  # an item of an emergency account's post-use checklist
 
 
 # Keys of Action.Execute `data` (Action.Submit fallbacks carry the same keys plus "verb").
@@ -24,6 +25,8 @@ VERB_KEY = "verb"
 REQUEST_ID = "requestId"
 DRAFT_ID = "draftId"
 TERMS = "terms"
+INCIDENT_ID = "incidentId"
+ITEM = "item"
 
 # Ids of the inputs whose values arrive merged into the action data.
 INPUT_ENTITLEMENT = "entitlement"
@@ -44,3 +47,7 @@ def request_data(request_id: str, *, terms: str | None = None) -> dict[str, str]
 
 def draft_data(draft_id: str) -> dict[str, str]:
     return {DRAFT_ID: draft_id}
+
+
+def checklist_data(incident_id: str, item: str) -> dict[str, str]:
+    return {INCIDENT_ID: incident_id, ITEM: item}

@@ -36,6 +36,7 @@ from services.workflow.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 FOREIGN_SCAN_EVERY_S = 300
+REVIEW_CHECK_EVERY_S = 3600  # the scheduled access review is due at most once per `reviews.every`
 MAX_RESTARTS_PER_HOUR = 60
 
 
@@ -325,10 +326,13 @@ def survive_redis_outages(run: Callable[[int], bool], watch: OutageWatch, what: 
     return 1  # unreachable: itertools.count never ends
 
 
-def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int) -> None:
+def ensure_periodic(scheduler: Scheduler, reconcile_every_s: int, watch_every_s: int = 0) -> None:
     """Register the periodic jobs once (fixed ids), whoever starts first."""
     periodic = [("periodic-reconcile", q.RECONCILE, reconcile_every_s),
-                ("periodic-foreign-scan", q.SCAN_FOREIGN, FOREIGN_SCAN_EVERY_S)]
+                ("periodic-foreign-scan", q.SCAN_FOREIGN, FOREIGN_SCAN_EVERY_S),
+                ("periodic-review", q.POST_REVIEW, REVIEW_CHECK_EVERY_S)]
+    if watch_every_s > 0:
+        periodic.append(("periodic-emergency-watch", q.WATCH_EMERGENCY, watch_every_s))
     for jid, func, every in periodic:
         if jid in scheduler:
             continue
@@ -389,7 +393,7 @@ def run_scheduler(burst: bool = False) -> int:
         scheduler = q.AlignedScheduler(queue=q.JSONQueue(connection=runtime.redis), connection=runtime.redis,
                                        interval=settings.scheduler_interval_s, job_class=q.JSONJob,
                                        queue_class=q.JSONQueue)
-        ensure_periodic(scheduler, settings.reconcile_interval_s)
+        ensure_periodic(scheduler, settings.reconcile_interval_s, settings.watch_interval_s)
         if not burst:
             scheduler.after_tick = alarm.check
         scheduler.run(burst=burst)  # returns only in burst mode; SIGTERM raises SystemExit

@@ -328,6 +328,54 @@ class WebhookRules(Doc):
     requested_for: Literal["caller", "assignment_group"] = "caller"
 
 
+def _account(value: object) -> str:
+    if isinstance(value, str) and GUID.match(value.strip()):
+        return value.strip().lower()
+    if isinstance(value, str) and re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value.strip()):
+        return value.strip().lower()
+    raise ValueError(f"must be an Entra object id (GUID) or a UPN (name@domain), got {value!r}")
+
+
+AccountRef = Annotated[str, BeforeValidator(_account)]
+
+
+class EmergencyAccounts(Doc):
+    """Emergency access ("break-glass") accounts: never elevated by breakglass, and every sign-in of theirs opens a
+    P1 incident, alerts security and starts a post-use checklist that only `reviewers` may tick."""
+
+    accounts: list[AccountRef] = []
+    alert_on_failed_sign_ins: StrictBool = True
+    reviewers: str | None = None  # a `groups` key: who may tick the post-use checklist
+    notify: list[PersonEntry] = []  # told personally on every sign-in (security on-call, CISO)
+    burst_window: Duration = timedelta(minutes=30)  # sign-ins this close to an incident's first one join it
+
+    def matches(self, object_id: str, upn: str) -> str | None:
+        wanted = {v.lower() for v in (object_id, upn) if v}
+        for account in self.accounts:
+            if account in wanted:
+                return account
+        return None
+
+
+class Reviews(Doc):
+    """Periodic access reviews: the usage summary posted to a channel every `every`, and the role-creep
+    thresholds the report flags."""
+
+    every: Duration | None = None
+    channel: Literal["approvals", "alerts"] = "approvals"
+    max_activations_per_30d: StrictInt = Field(default=10, ge=1, le=1000)
+
+
+class RiskRules(Doc):
+    """Identity risk (Entra ID Protection) of the requester and the target as decision facts."""
+
+    max_level: Literal["none", "low", "medium", "high"] = "low"
+    on_exceeded: Literal["deny", "require_approval"] = "deny"
+    # Risk that could not be read (no Entra ID P2, permission missing, Graph down).
+    unknown: Literal["allow", "require_approval", "deny"] = "require_approval"
+    applies_to: list[Literal["requester", "target"]] = ["requester", "target"]
+
+
 class ApprovalTiming(Doc):
     escalate_after: Duration = timedelta(minutes=15)
     expire_after: Duration = timedelta(hours=1)
@@ -351,6 +399,9 @@ class PolicyDocument(Doc):
     webhooks: WebhookRules = WebhookRules()
     # Who approves when a rule (unusual timing, a freeze) sends a no-approval entitlement to a human.
     fallback_approvers: list[str] = []
+    emergency_accounts: EmergencyAccounts = EmergencyAccounts()
+    reviews: Reviews = Reviews()
+    risk: RiskRules | None = None
 
     def entitlement(self, entitlement_id: str) -> Entitlement | None:
         for e in self.entitlements:
@@ -568,7 +619,19 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
     for kind, pattern in doc.tickets.patterns.items():
         if re.fullmatch(pattern, ""):
             problems.append(_problem(("tickets", "patterns", kind), "pattern matches an empty string"))
+    problems += _check_emergency(doc)
     return problems
+
+
+def _check_emergency(doc: PolicyDocument) -> list[Problem]:
+    ea = doc.emergency_accounts
+    if ea.reviewers is not None and ea.reviewers not in doc.groups:
+        return [_problem(("emergency_accounts", "reviewers"), f"unknown group {ea.reviewers!r}")]
+    if ea.accounts and ea.reviewers is None:
+        return [_problem(("emergency_accounts", "reviewers"),
+                         "emergency accounts are listed but nobody may tick their post-use checklist: name a group "
+                         "in emergency_accounts.reviewers")]
+    return []
 
 
 def policy_risks(doc: PolicyDocument) -> list[Problem]:

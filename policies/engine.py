@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from policies.document import Entitlement, Lane, PolicyDocument
 from policies.durations import format_duration
 from policies.model import (
+    RISK_ORDER,
     Approver,
     Decision,
     Effect,
@@ -26,6 +27,7 @@ from policies.model import (
     GrantRequest,
     Outcome,
     Principal,
+    RiskFact,
     RuleResult,
 )
 
@@ -180,6 +182,51 @@ def rule_target(c: Context) -> Iterable[RuleResult]:
             else:
                 yield _fail("target.eligible", Effect.DENY,
                             f"{who} is not in a group eligible for {c.where}: needs {_names(c.policy, keys)}.")
+
+
+def rule_emergency_account(c: Context) -> Iterable[RuleResult]:
+    """Emergency access accounts are watched, never elevated: listing one denies it like the denylist does, even
+    when nobody copied it there."""
+    target = c.facts.target
+    hit = c.policy.emergency_accounts.matches(target.object_id, target.upn)
+    if hit:
+        yield _fail("target.emergency_account", Effect.DENY,
+                    f"{target.display_name or target.object_id} is an emergency access account ({hit}) and can "
+                    "never be elevated through breakglass.")
+    else:
+        yield _ok("target.emergency_account", Effect.DENY, "Target is not an emergency access account.")
+
+
+def rule_risk(c: Context) -> Iterable[RuleResult]:
+    """Identity risk of the requester and the target, when the policy has a `risk:` section."""
+    rules = c.policy.risk
+    if rules is None:
+        return
+    people = {"requester": (c.facts.requester, c.facts.requester_risk), "target": (c.facts.target,
+                                                                                  c.facts.target_risk)}
+    for role in rules.applies_to:
+        if role == "target" and not c.request.for_someone_else:
+            continue
+        person, fact = people[role]
+        fact = fact or RiskFact(level="unknown", detail="not read")
+        who = f"{role.capitalize()} {person.display_name or person.object_id}"
+        name = f"risk.{role}"
+        if fact.level == "unknown":
+            if rules.unknown == "allow":
+                yield _ok(name, Effect.INFO, f"{who}'s identity risk is {fact.describe()}; the policy allows it.")
+            else:
+                effect = Effect.DENY if rules.unknown == "deny" else Effect.APPROVAL
+                then = "denied" if rules.unknown == "deny" else "an approver must decide"
+                yield _fail(name, effect, f"{who}'s identity risk is {fact.describe()}: {then} (risk.unknown).")
+            continue
+        if RISK_ORDER[fact.level] > RISK_ORDER[rules.max_level]:
+            effect = Effect.DENY if rules.on_exceeded == "deny" else Effect.APPROVAL
+            then = "denied" if rules.on_exceeded == "deny" else "an approver must decide"
+            yield _fail(name, effect, f"{who}'s identity risk is {fact.describe()}, above the policy's maximum "
+                                      f"{rules.max_level}: {then}.")
+        else:
+            yield _ok(name, Effect.DENY, f"{who}'s identity risk is {fact.describe()} (maximum "
+                                         f"{rules.max_level}).")
 
 
 def rule_duration(c: Context) -> Iterable[RuleResult]:
@@ -446,6 +493,7 @@ def resolve_approvers(policy: PolicyDocument, entitlement: Entitlement, lane: La
 RULES: tuple[Callable[[Context], Iterable[RuleResult]], ...] = (
     rule_eligible,
     rule_target,
+    rule_emergency_account,
     rule_duration,
     rule_justification,
     rule_ticket,
@@ -453,6 +501,7 @@ RULES: tuple[Callable[[Context], Iterable[RuleResult]], ...] = (
     rule_freeze,
     rule_timing,
     rule_concurrency,
+    rule_risk,
     rule_least_privilege,
 )
 
@@ -497,6 +546,8 @@ def evaluate(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyD
         flags.append("change_freeze")
     if request.for_someone_else:
         flags.append("for_someone_else")
+    if any(r.rule.startswith("risk.") and not r.passed and r.effect is not Effect.INFO for r in results):
+        flags.append("identity_risk")
     hints = tuple(r.reason for r in results if r.effect is Effect.INFO and not r.passed)
     if hints:
         flags.append("over_privileged")

@@ -121,6 +121,42 @@ class GrantRequest(Frozen):
         return self.requester != self.target
 
 
+RiskLevel = Literal["none", "low", "medium", "high", "unknown"]
+RISK_ORDER: dict[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}
+# Identity Protection keeps a row after remediation or dismissal: only these states mean "risky now" (§8.5).
+RISKY_STATES = frozenset({"atRisk", "confirmedCompromised"})
+
+
+class RiskFact(Frozen):
+    """A person's identity risk (Entra ID Protection) at decision time. `unknown` when it could not be read (no P2
+    licence, a permission missing, Graph down); `none` when Graph has no row (never flagged) or the row is no longer
+    at risk."""
+
+    level: RiskLevel = "unknown"
+    state: str = ""  # Graph's riskState (atRisk, confirmedCompromised, remediated, dismissed, none)
+    detail: str = ""  # why unknown, or "never flagged"
+
+    @staticmethod
+    def from_row(row: dict[str, object] | None) -> RiskFact:
+        """From `GET /identityProtection/riskyUsers/{id}`: None is Graph's 404 (never flagged)."""
+        if row is None:
+            return RiskFact(level="none", state="none", detail="never flagged")
+        state = str(row.get("riskState") or "")
+        level = str(row.get("riskLevel") or "")
+        if level == "hidden":
+            return RiskFact(level="unknown", state=state, detail="hidden: the tenant has no Entra ID P2")
+        if state == "confirmedCompromised":
+            return RiskFact(level="high", state=state)
+        if state not in RISKY_STATES or level not in RISK_ORDER:
+            return RiskFact(level="none", state=state or "none")
+        return RiskFact(level=level, state=state)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        extra = self.state if self.state and self.state != "none" else ""
+        extra = ", ".join(p for p in (extra, self.detail) if p)
+        return f"{self.level} ({extra})" if extra else self.level
+
+
 class Facts(Frozen):
     """Everything the engine may look at besides the request, the policy and the clock."""
 
@@ -130,6 +166,9 @@ class Facts(Frozen):
     active_grants: tuple[ActiveGrantFact, ...] = ()
     # For an extension: how long the grant being extended has already been granted for in total.
     already_granted: timedelta = timedelta(0)
+    # Identity risk, read only when the policy has a `risk:` section; None is "not read", which counts as unknown.
+    requester_risk: RiskFact | None = None
+    target_risk: RiskFact | None = None
 
 
 class RuleResult(Frozen):

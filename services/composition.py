@@ -26,17 +26,21 @@ from services.ports import Directory, Graph, IdentityLogs, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
 from services.state.anchors import AnchorFile
 from services.state.audit import AuditLog
+from services.state.emergency import EmergencyStore
 from services.state.policy_source import PolicyListener, PolicySource
 from services.state.queue import JobQueue, abandoned_after_s
 from services.state.redis_conn import connect
 from services.state.store import RequestStore
 from services.workflow.access import AccessService
 from services.workflow.activation import GrantService
+from services.workflow.emergency.checklist import Checklist
+from services.workflow.emergency.watch import EmergencyWatch
 from services.workflow.install import AppInstaller
 from services.workflow.notify import ChannelConfig, Notifier
 from services.workflow.policy_watch import PolicyWatch
 from services.workflow.receipts import Receipts
 from services.workflow.reconcile import ForeignAssignmentScan, Reconciler
+from services.workflow.review import Reviews
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +179,7 @@ class Services:
     def access(self) -> AccessService:
         return AccessService(store=self.runtime.store, audit=self.runtime.audit, queue=self.queue,
                              policies=self.runtime.policies, directory=self.directory, ticketing=self.ticketing,
-                             clock=self.runtime.clock)
+                             clock=self.runtime.clock, identity_logs=self.identity_logs)
 
     @cached_property
     def grants(self) -> GrantService:
@@ -205,3 +209,26 @@ class Services:
                                      policies=self.runtime.policies, notifier=self.notifier,
                                      mode=GrantMode(self.settings.grant_mode),
                                      remove=self.settings.reconcile_foreign == "remove")
+
+    @cached_property
+    def emergency_store(self) -> EmergencyStore:
+        return EmergencyStore(self.runtime.redis, prefix=self.settings.key_prefix)
+
+    @cached_property
+    def emergency_watch(self) -> EmergencyWatch:
+        return EmergencyWatch(store=self.emergency_store, audit=self.runtime.audit, policies=self.runtime.policies,
+                              logs=self.identity_logs, directory=self.directory, ticketing=self.ticketing,
+                              notifier=self.notifier, clock=self.runtime.clock,
+                              lookback=timedelta(seconds=self.settings.watch_lookback_s),
+                              interval_s=self.settings.watch_interval_s)
+
+    @cached_property
+    def emergency_checklist(self) -> Checklist:
+        return Checklist(store=self.emergency_store, audit=self.runtime.audit, policies=self.runtime.policies,
+                         directory=self.directory, queue=self.queue, clock=self.runtime.clock)
+
+    @cached_property
+    def reviews(self) -> Reviews:
+        return Reviews(audit=self.runtime.audit, store=self.runtime.store, policies=self.runtime.policies,
+                       directory=self.directory, notifier=self.notifier, clock=self.runtime.clock,
+                       redis_client=self.runtime.redis, prefix=self.settings.key_prefix)

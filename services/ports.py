@@ -23,6 +23,10 @@ class Directory(Protocol):
         """A user by object id or UPN, with transitive group ids; None when no such user exists."""
         ...
 
+    def group_members(self, group_id: str) -> list[tuple[str, str]]:
+        """(object id, display name) of the group's users, nested groups included (access reviews)."""
+        ...
+
 
 class Ticketing(Protocol):
     system: str
@@ -37,6 +41,11 @@ class Ticketing(Protocol):
 
     def open_child_incident(self, parent: TicketFacts | None, short_description: str, description: str) -> str:
         """Open an incident (child of `parent` when given); returns its number."""
+        ...
+
+    def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
+        """Open a standalone incident at P-level `priority` (1 is the most urgent); returns it as ticket facts that
+        `add_note` accepts. Text is plain: each adapter encodes it for its system."""
         ...
 
 

@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     # First receipt retry delay; later ones grow (x3, x6, x12, ... capped at 60x), about 15 minutes in all by default.
     receipt_backoff_s: float = Field(10.0, gt=0, le=600, validation_alias=_env("BREAKGLASS_RECEIPT_BACKOFF"))
     pim_min_active_s: int = Field(300, ge=0, le=3600, validation_alias=_env("BREAKGLASS_PIM_MIN_ACTIVE"))
+    # The emergency-account watch: how often it reads the sign-in logs (0: off, which /readyz and doctor report
+    # while the policy lists emergency accounts), and how far back past its last poll (Entra's logs arrive late).
+    watch_interval_s: int = Field(60, ge=0, le=3600, validation_alias=_env("BREAKGLASS_WATCH_INTERVAL"))
+    watch_lookback_s: int = Field(900, ge=60, le=7 * 86400, validation_alias=_env("BREAKGLASS_WATCH_LOOKBACK"))
 
     @property
     def development(self) -> bool:

@@ -21,6 +21,8 @@ class _GraphReads(Protocol):
 
     def user_group_ids(self, user_id: str) -> set[str]: ...
 
+    def group_members(self, group_id: str) -> list[dict[str, Any]]: ...
+
 
 class GraphDirectory:
     def __init__(self, graph: _GraphReads, store: RequestStore, *, ttl_s: int = 60, missing_ttl_s: int = 15):
@@ -54,3 +56,10 @@ class GraphDirectory:
         for alias in {cache_key, principal.object_id, principal.upn.lower()} - {""}:
             self.store.put_doc(CACHE_KIND, alias, doc, ttl_s=self.ttl_s)
         return principal
+
+    def group_members(self, group_id: str) -> list[tuple[str, str]]:
+        try:
+            rows = self.graph.group_members(group_id)
+        except GraphError as exc:
+            raise DirectoryError(f"group members lookup failed: {exc.code} (HTTP {exc.status})") from exc
+        return [(str(r["id"]).lower(), str(r.get("displayName") or "")) for r in rows if r.get("id")]

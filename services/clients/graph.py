@@ -264,6 +264,11 @@ class GraphClient:
         return {str(row["id"]).lower() for row in rows if row.get("id")}
 
 
+    def group_members(self, group_id: str) -> list[dict[str, Any]]:
+        """The group's users, through nested groups too (id, displayName, userPrincipalName)."""
+        return self._list(f"groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user",
+                          {"$select": "id,displayName,userPrincipalName", "$top": 999})
+
     # --- Teams app installation (PROTOCOL_NOTES §9) ---
 
     # --- sessions, audit logs and risk (services.ports.IdentityLogs) ---

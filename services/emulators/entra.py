@@ -37,6 +37,10 @@ DEFAULT_APP_ROLES = (
     # the bot app named in the manifest's webApplicationInfo.id.
     "AppCatalog.Read.All",
     "TeamsAppInstallation.ReadWriteForUser.All",
+    # The emergency-account watch and the risk facts (PROTOCOL_NOTES §8.2, 8.3, 8.5).
+    "AuditLog.Read.All",
+    "Directory.Read.All",
+    "IdentityRiskyUser.Read.All",
 )
 GRAPH_DEFAULT_SCOPE = f"{GRAPH_AUDIENCE}/.default"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -57,6 +57,15 @@ def register_audit(sub: Any) -> None:
     show.set_defaults(func=cmd_audit_show)
     checkpoint = asub.add_parser("checkpoint", help="sign the current head as a checkpoint")
     checkpoint.set_defaults(func=cmd_audit_checkpoint)
+    # The usage report reads the audit log; registered here so that it needs no entry point of its own.
+    report = sub.add_parser("report", help="access review: who used which role, how often, for how long, who "
+                                           "approved; role creep flagged (reads the audit log)")
+    report.add_argument("--since", default="90d", help="a duration back from now (90d, 30d, 12h) or an ISO date")
+    report.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    report.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    report.add_argument("--no-directory", action="store_true",
+                        help="do not read the eligible groups' members from Graph (no never-activated candidates)")
+    report.set_defaults(func=cmd_report)
 
 
 def _configured_policy_path(explicit: Path | None) -> Path:
@@ -189,6 +198,42 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_since(value: str, now: datetime) -> datetime:
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.composition import Services
+    from services.workflow.usage import usage_report
+
+    runtime = _runtime()
+    now = runtime.clock.now()
+    try:
+        since = parse_since(args.since, now)
+    except ValueError:
+        print(f"breakglass report: --since {args.since!r} is neither a duration (90d) nor an ISO date",
+              file=sys.stderr)
+        return 2
+    directory = None if args.no_directory else Services(runtime).directory
+    report, warnings = usage_report(runtime.audit, runtime.store, runtime.policies.current(), since=since,
+                                    until=now, directory=directory)
+    text = {"md": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[args.format]()
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    for warning in warnings:
+        print(f"breakglass report: {warning}", file=sys.stderr)
+    print(f"breakglass report: {len(report.lines)} line(s), {len(report.flagged())} flagged, "
+          f"{report.events_read:,} events read", file=sys.stderr)
+    return 0
+
+
 def register_dev(sub: Any) -> None:
     from services.ops.devstack import add_port_flags
 
@@ -203,7 +248,7 @@ def register_dev(sub: Any) -> None:
                      help="openai: run the OpenAI-compatible emulator as the triage model (script its answers "
                           "through its /_emulator/state)")
     dev.set_defaults(func=cmd_dev)
-    demo = sub.add_parser("demo", help="play the three seed scenarios headlessly and print a timeline")
+    demo = sub.add_parser("demo", help="play the four seed scenarios headlessly and print a timeline")
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")

@@ -9,6 +9,9 @@ would send them, against an ephemeral dev stack whose clock runs 60x faster by d
 3. An approver who never opened the bot: an IT administrator asks Security Administrator; Priya Natarajan, a
    security lead in no team with the bot, gets the card anyway (breakglass installs its Teams app for her through
    Graph and writes to the new chat), approves from there, and the grant ends at expiry.
+4. The emergency account is used: breakglass01 signs in (a record appears in Entra's sign-in log); the watch opens
+   a P1 in ServiceNow, posts the critical alert and the post-use checklist to the alerts channel and tells security;
+   Morgan Ellis and Jordan Reyes (Security Operations) tick the four items; the incident gets its closing note.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ PEOPLE = {
     "morgan": ("cccccccc-0000-0000-0000-000000000006", "Morgan Ellis"),
     "kai": ("cccccccc-0000-0000-0000-000000000007", "Kai Lindqvist"),
     "priya": ("cccccccc-0000-0000-0000-000000000011", "Priya Natarajan"),
+    "breakglass01": ("cccccccc-0000-0000-0000-000000000009", "Break Glass 01"),
 }
 SPEED = 60.0
 _ids = itertools.count(int(time.time() * 1000))
@@ -64,6 +68,14 @@ STEPS = {
     "grant.revoke_requested": "revocation requested",
     "grant.expired": "revoked at expiry",
     "grant.revoked": "revoked",
+}
+EMERGENCY_STEPS = {
+    "emergency.sign_in_detected": "sign-in detected",
+    "emergency.incident_opened": "P1 incident opened",
+    "alert.raised": "alert posted",
+    "emergency.person_told": "told personally",
+    "emergency.checklist_ticked": "checklist ticked",
+    "emergency.incident_closed": "incident closed",
 }
 
 
@@ -106,10 +118,13 @@ class Teams:
         return self.wait_card(lambda a, c: a["conversationId"] == f"a:demo-{alias}" and "draftId" in json.dumps(c))
 
     def click(self, alias: str, verb: str, data: dict[str, Any], reply_to: str,
-              conversation: str | None = None) -> dict[str, Any]:
+              conversation: str | None = None, *, channel: bool = False) -> dict[str, Any]:
         value = {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"}
-        body = self.post(self._activity(alias, "invoke", conversation, name="adaptiveCard/action", value=value,
-                                        replyToId=reply_to))
+        activity = self._activity(alias, "invoke", conversation, name="adaptiveCard/action", value=value,
+                                  replyToId=reply_to)
+        if channel:  # a card in a channel thread, not the person's own chat
+            activity["conversation"]["conversationType"] = "channel"
+        body = self.post(activity)
         return body["value"] if isinstance(body, dict) and body.get("statusCode") == 200 else {}
 
     def activities(self) -> list[dict[str, Any]]:
@@ -274,6 +289,67 @@ class Demo:
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
         return record.id
 
+    def scenario_four(self) -> str:
+        from policies.emergency import CHECKLIST
+        from services.emulators.fixture_files import response_of
+        from services.state.emergency import EmergencyStore
+
+        self.say("Scenario 4 — the emergency account breakglass01 is used")
+        oid, _ = PEOPLE["breakglass01"]
+        now = self.runtime.clock.now()
+        row = {**response_of("graph/signins_list_filter_user_page1.http.json")[2]["value"][0],
+               "id": f"demo-{next(_ids)}", "userId": oid, "userPrincipalName": "breakglass01@contoso.example",
+               "userDisplayName": "Break Glass 01", "appDisplayName": "Azure Portal",
+               "createdDateTime": f"{now:%Y-%m-%dT%H:%M:%S}.0000000Z"}
+        requests.post(self.stack.urls["graph"] + "/_emulator/state", json={"sign_ins": [row]},
+                      timeout=10).raise_for_status()
+        self.progress(f"Entra logs a sign-in of Break Glass 01 from {row['ipAddress']} to the Azure Portal; the watch "
+                      "reads the sign-in log every few seconds")
+        store = EmergencyStore(self.runtime.redis, self.runtime.settings.key_prefix)
+        incident = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = [store.get(i) for i in store.unfinished()]
+            incident = next((i for i in found if i is not None and i.card is not None and i.ticket is not None
+                             and "notify:" + PEOPLE["jordan"][0] in i.done), None)
+            if incident is not None:
+                break
+            time.sleep(0.2)
+        if incident is None or incident.card is None or incident.ticket is None:
+            raise DemoError("the watch did not open the emergency incident in time")
+        self.progress(f"{incident.id}: P1 {incident.ticket.number} opened in ServiceNow, critical alert and "
+                      "checklist posted to the alerts channel, Morgan Ellis and Jordan Reyes told in their chats")
+        for n, (item, title) in enumerate(CHECKLIST):
+            who = "morgan" if n % 2 == 0 else "jordan"
+            self.teams.click(who, "emergency.tick", {"incidentId": incident.id, "item": item},
+                             incident.card.activity_id, conversation=incident.card.conversation_id, channel=True)
+            self.progress(f"{PEOPLE[who][1]} ticks “{title}”")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and incident.id in store.unfinished():
+            time.sleep(0.2)
+        if incident.id in store.unfinished():
+            raise DemoError("the emergency incident was not closed in time")
+        self.progress(f"checklist complete; {incident.ticket.number} has a note for every tick and a closing note")
+        return incident.id
+
+    def emergency_timeline(self, incident_id: str) -> list[str]:
+        lines = []
+        for ev in self.runtime.audit.events():
+            if ev.event not in EMERGENCY_STEPS:
+                continue
+            d = ev.data
+            if d.get("incident") != incident_id and not (ev.event == "alert.raised" and "Emergency" in str(
+                    d.get("title")) and incident_id in json.dumps(d)):
+                continue
+            detail = {"emergency.sign_in_detected": f"{d.get('result')} from {d.get('ip')} ({d.get('app')})",
+                      "emergency.incident_opened": f"{d.get('system')} {d.get('number')}, P{d.get('priority')}",
+                      "alert.raised": str(d.get("severity")),
+                      "emergency.person_told": PEOPLE_BY_ID.get(d.get("person", ""), d.get("person", "")),
+                      "emergency.checklist_ticked": f"{d.get('title')} by {PEOPLE_BY_ID.get(ev.actor, ev.actor)}",
+                      "emergency.incident_closed": f"closing note on {d.get('number')}"}[ev.event]
+            lines.append(f"    {datetime.fromisoformat(ev.at):%H:%M:%S}  {EMERGENCY_STEPS[ev.event]:<26} {detail}")
+        return lines
+
     def run(self) -> int:
         self.teams.install()
         ids = [self.scenario_one()]
@@ -282,12 +358,17 @@ class Demo:
         self.say("")
         ids.append(self.scenario_three())
         self.say("")
+        incident = self.scenario_four()
+        self.say("")
         self.say(f"Timelines (product time; the demo clock runs {self.speed:g}x faster than real time):")
         for rid in ids:
             record = self.runtime.store.require(rid)
             self.say(f"  {rid}  {record.decision.entitlement_name} for {record.target_name} — {record.state.value}")
             for line in self.timeline(rid):
                 self.say(line)
+        self.say(f"  {incident}  emergency account Break Glass 01 — checklist complete")
+        for line in self.emergency_timeline(incident):
+            self.say(line)
         self.say("")
         from services.state.anchors import AnchorFile, verify_everything
         anchors = AnchorFile(self.stack.data / "audit-anchors.jsonl").checkpoints()
@@ -306,7 +387,8 @@ def run_demo(keep: Path | None = None, speed: float = SPEED, ports: dict[str, in
     ports["bot"] = ports.get("bot") or free_port()
     config = DevConfig(data_dir=data, ports=ports, at=next_monday_10_berlin(), scale=speed,
                        approvals_channel=APPROVALS_CHANNEL,
-                       extra_env={"BREAKGLASS_RECONCILE_INTERVAL": "5", "BREAKGLASS_RECEIPT_BACKOFF": "1"})
+                       extra_env={"BREAKGLASS_RECONCILE_INTERVAL": "5", "BREAKGLASS_RECEIPT_BACKOFF": "1",
+                                  "BREAKGLASS_WATCH_INTERVAL": "2"})
     print(f"breakglass demo: starting an ephemeral stack in {data} (embedded Redis, emulators, bot, worker, "
           f"scheduler).", flush=True)
     print(f"The demo clock starts at {config.at:%a %Y-%m-%d %H:%M} UTC (business hours in Berlin) and runs "

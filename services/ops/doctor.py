@@ -202,6 +202,43 @@ class Doctor:
                           "breakglass.zip in Teams admin center (a new app can take up to 48 h to appear)")
         return OK, f"app {app.id} in the org catalog; the Graph app may install it for people who never opened the bot"
 
+    def emergency_watch(self) -> tuple[str, str]:
+        """Can the watch read the emergency accounts' sign-ins, and is it polling?"""
+        from services.workflow.emergency.watch import FIX, WatchFailure
+        accounts = self.runtime().policies.current().emergency_accounts.accounts
+        if not accounts:
+            return WARN, "the policy lists no emergency_accounts: nobody watches the emergency access accounts"
+        watch = self.services().emergency_watch
+        off = [p for p in watch.problems() if "off (" in p]
+        if off:
+            return FAIL, off[0]
+        roles = self._graph_roles()
+        if roles is not None and "AuditLog.Read.All" not in roles:
+            return FAIL, ("the Graph app lacks AuditLog.Read.All (and Directory.Read.All): the sign-ins of the "
+                          "emergency accounts cannot be read")
+        try:
+            detail = watch.probe()
+        except WatchFailure as failure:
+            return FAIL, f"{failure.message}: {FIX[failure.kind]}"
+        problems = watch.problems()
+        if problems:
+            return FAIL, "; ".join(problems)
+        return OK, detail
+
+    def identity_risk(self) -> tuple[str, str]:
+        risk = self.runtime().policies.current().risk
+        if risk is None:
+            return OK, "the policy has no risk: section; identity risk is not read"
+        roles = self._graph_roles()
+        if roles is not None and "IdentityRiskyUser.Read.All" not in roles:
+            return WARN, (f"the Graph app lacks IdentityRiskyUser.Read.All: every risk is unknown, which the policy "
+                          f"answers with {risk.unknown}")
+        return OK, f"risk above {risk.max_level}: {risk.on_exceeded}; unknown risk: {risk.unknown}"
+
+    def _graph_roles(self) -> set[str] | None:
+        graph = self.services().graph
+        return token_roles(graph.tokens.token()) if hasattr(graph, "tokens") else None
+
     def manifest(self) -> tuple[str, str]:
         if self.settings.auth_disabled:
             return OK, "development: no app registration needed"
@@ -228,6 +265,8 @@ class Doctor:
             ("Teams channels", self.channels),
             ("Teams app install", self.teams_install),
             ("Teams app manifest", self.manifest),
+            ("emergency watch", self.emergency_watch),
+            ("identity risk", self.identity_risk),
         ]
         results = []
         for name, fn in checks:

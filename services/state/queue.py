@@ -46,6 +46,9 @@ RECONCILE = "jobs.reconcile.reconcile"
 SCAN_FOREIGN = "jobs.reconcile.scan_foreign_assignments"
 SEND_REQUEST_CARD = "jobs.notify.send_request_card"
 POLICY_WEAKENED = "jobs.notify.policy_weakened"
+WATCH_EMERGENCY = "jobs.emergency.watch"
+DRIVE_EMERGENCY = "jobs.emergency.drive_incident"
+POST_REVIEW = "jobs.review.post_review"
 ACCESS_JOBS = frozenset({ACTIVATE_GRANT, REVOKE_GRANT, EXTEND_GRANT, RECONCILE})
 
 

@@ -24,6 +24,7 @@ from policies.model import (
     GrantRequest,
     Outcome,
     Principal,
+    RiskFact,
     TicketFacts,
     Verdict,
     join_reasons,
@@ -34,7 +35,17 @@ from policies.text import clean_input, one_line
 from services.clock import Clock
 from services.errors import ConflictError, NotFoundError, ServiceError
 from services.metrics import DomainMetrics
-from services.ports import Directory, DirectoryError, Ticketing, TicketingUnavailableError
+from services.ports import (
+    Directory,
+    DirectoryError,
+    GraphError,
+    GraphForbiddenError,
+    GraphThrottledError,
+    IdentityLogs,
+    LicenceRequiredError,
+    Ticketing,
+    TicketingUnavailableError,
+)
 from services.state import queue as jobs
 from services.state.audit import AuditLog
 from services.state.limiter import PerUserLimit
@@ -56,6 +67,10 @@ VIEW_MISS_PER_MINUTE = 20
 # (about a second, more under load or Graph throttling), and one that lands after the revoke can only fail.
 EXTEND_MARGIN = timedelta(seconds=30)
 UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Identity Protection answers 1 request per second per tenant with no Retry-After (§8.5): a person's risk is read
+# once a minute at most; one that could not be read is asked again sooner.
+RISK_TTL_S = 60
+RISK_UNKNOWN_TTL_S = 15
 
 # Failing rules the requester can fix on the form; anything else becomes a recorded denial.
 FIELD_OF_RULE = {
@@ -149,7 +164,9 @@ class ActionResult:
 
 class AccessService:
     def __init__(self, *, store: RequestStore, audit: AuditLog, queue: JobQueue, policies: PolicySource,
-                 directory: Directory, ticketing: Ticketing | None, clock: Clock):
+                 directory: Directory, ticketing: Ticketing | None, clock: Clock,
+                 identity_logs: IdentityLogs | None = None):
+        self.identity_logs = identity_logs
         self.store = store
         self.audit = audit
         self.queue = queue
@@ -186,6 +203,37 @@ class AccessService:
             self.audit.append("ticket.lookup_failed", actor="system:itsm", data={"ticket": number,
                                                                                   "error": str(exc)[:300]})
             return None
+
+    def risk(self, principal: Principal) -> RiskFact:
+        """The person's identity risk (Entra ID Protection), cached briefly; `unknown`, with why, when it cannot
+        be read. Only read when the policy has a `risk:` section."""
+        if self.identity_logs is None:
+            return RiskFact(level="unknown", detail="identity risk is not read in this process")
+        cached = self.store.get_doc("risk", principal.object_id)
+        if cached is not None:
+            return RiskFact.model_validate(cached)
+        ttl = RISK_TTL_S
+        try:
+            fact = RiskFact.from_row(self.identity_logs.risky_user(principal.object_id))
+        except LicenceRequiredError:
+            fact, ttl = RiskFact(level="unknown", detail="no Entra ID P2 licence (Graph 403)"), RISK_TTL_S
+        except GraphForbiddenError:
+            fact, ttl = RiskFact(level="unknown", detail="IdentityRiskyUser.Read.All not granted (Graph 403)"), \
+                RISK_UNKNOWN_TTL_S
+        except GraphThrottledError:
+            fact, ttl = RiskFact(level="unknown", detail="Identity Protection throttled the read"), RISK_UNKNOWN_TTL_S
+        except GraphError as exc:
+            fact, ttl = RiskFact(level="unknown", detail=f"Graph unavailable ({exc.code})"), RISK_UNKNOWN_TTL_S
+        self.store.put_doc("risk", principal.object_id, fact.model_dump(mode="json"), ttl_s=ttl)
+        return fact
+
+    def _facts(self, policy: Any, requester: Principal, target: Principal, **more: Any) -> Facts:
+        risks: dict[str, RiskFact] = {}
+        if policy.risk is not None:
+            risks["requester_risk"] = self.risk(requester)
+            risks["target_risk"] = risks["requester_risk"] if target.object_id == requester.object_id \
+                else self.risk(target)
+        return Facts(requester=requester, target=target, **more, **risks)
 
     # --- submit ---------------------------------------------------------------------------------------------
 
@@ -227,8 +275,8 @@ class AccessService:
                                justification=form.justification, ticket=ticket_ref, created_at=now,
                                source=source)  # type: ignore[arg-type]
         ticket = self.ticket_facts(ticket_ref) if ticket_ref and ticket_kind(policy, ticket_ref) else None
-        facts = Facts(requester=requester, target=target, ticket=ticket,
-                      active_grants=tuple(self.store.open_grants_of(target.object_id)))
+        facts = self._facts(policy, requester, target, ticket=ticket,
+                            active_grants=tuple(self.store.open_grants_of(target.object_id)))
         decision = evaluate(request, facts, now, policy)
         if decision.outcome is Outcome.DENY and self._fixable(decision):
             for rule in decision.rules:
@@ -459,8 +507,9 @@ class AccessService:
                                justification=original.justification, ticket=original.ticket, created_at=now,
                                lane=record.decision.lane, extends=record.id, source=original.source)
         already = record.grant.ends_at - record.grant.starts_at
-        facts = Facts(requester=asker, target=target, ticket=self.ticket_facts(original.ticket or ""),
-                      active_grants=tuple(self.store.open_grants_of(target.object_id)), already_granted=already)
+        facts = self._facts(policy, asker, target, ticket=self.ticket_facts(original.ticket or ""),
+                            active_grants=tuple(self.store.open_grants_of(target.object_id)),
+                            already_granted=already)
         decision = evaluate(request, facts, now, policy)
         new = self._create(who, request, decision, asker, target, facts.ticket, draft_id=f"extend:{request.id}")
         self.audit.append("grant.extension_requested", actor=who.object_id, request_id=record.id,

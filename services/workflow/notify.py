@@ -292,3 +292,36 @@ class Notifier:
         except TeamsError as exc:
             log.error("alert could not be posted", extra={"title": title, "status": exc.status})
             return False
+
+    def alert_person(self, object_id: str, title: str, facts: list[tuple[str, str]], severity: str = "critical", *,
+                     name: str = "") -> bool:
+        """The alert card in one person's own chat (security on-call, the CISO); False when they cannot be
+        reached."""
+        target = self._personal(object_id, name=name)
+        if isinstance(target, NotReached):
+            return False
+        try:
+            self.teams.send(target.service_url, target.conversation_id,
+                            card_activity(alert_card(title, facts, severity), title))  # type: ignore[arg-type]
+            return True
+        except TeamsError:
+            return False
+
+    def post_card(self, kind: str, card: dict[str, Any], summary: str) -> CardRef | None:
+        """A new thread in the approvals or alerts channel; None when there is no such channel."""
+        channel = self.channel(kind)
+        if channel is None:
+            return None
+        conv, activity = self.teams.post_to_channel(channel.service_url, channel.channel_id,
+                                                    card_activity(card, summary),
+                                                    channel.tenant_id or self.channels.tenant_id)
+        return CardRef(service_url=channel.service_url, conversation_id=conv, activity_id=activity,
+                       audience="channel")
+
+    def update_card(self, ref: CardRef, card: dict[str, Any]) -> bool:
+        try:
+            self.teams.update(ref.service_url, ref.conversation_id, ref.activity_id, card_activity(card))
+            return True
+        except TeamsError as exc:
+            log.warning("card update failed", extra={"conversation": ref.conversation_id, "status": exc.status})
+            return False

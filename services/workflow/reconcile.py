@@ -308,7 +308,8 @@ class ForeignAssignmentScan:
                 found.append(item)
                 self.audit.append("assignment.foreign_detected", actor=ACTOR.object_id, data=item)
                 action = "reported"
-                if self.remove and kind != "permanent" and not policy.denylist.matches(principal, ""):
+                if (self.remove and kind != "permanent" and not policy.denylist.matches(principal, "")
+                        and not policy.emergency_accounts.matches(principal, "")):
                     action = self._remove(assignment_id, principal, ent.role_template_id, scope, kind)
                 item["action"] = action
                 if self.notifier is not None:

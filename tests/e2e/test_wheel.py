@@ -66,10 +66,13 @@ def test_breakglass_demo_runs_from_the_installed_wheel_outside_the_checkout(inst
                             cwd=outside, env=clean_env(TMPDIR=str(tmp)), capture_output=True, text=True, timeout=300)
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    assert "Scenario 1" in out and "Scenario 2" in out and "Scenario 3" in out
+    assert "Scenario 1" in out and "Scenario 2" in out and "Scenario 3" in out and "Scenario 4" in out
     assert "Waiting for approval by Dana Whitfield" in out and "Auto-approved for 30 minutes" in out
     assert "app installed for" in out and "Priya Natarajan (installed" in out  # she never opened the bot
     assert out.count("revoked at expiry") == 3
+    # Scenario 4: the emergency account's sign-in becomes a P1, an alert and a checklist that is worked to the end.
+    assert "Scenario 4" in out and "P1 incident opened" in out and "alert posted" in out
+    assert out.count("checklist ticked") == 4 and "incident closed" in out
     assert "audit verify: OK" in out
     assert not (outside / ".state").exists(), "the demo wrote state into the working directory"
     # It ends what it started (the embedded redis-server names its socket under TMPDIR) and removes its directory.

@@ -134,3 +134,18 @@ class FreshserviceTicketing:
             "subject": short_description[:255], "description": body_html, "email": requester, "priority": 3,
             "status": 2, "type": "Incident"})
         return f"INC-{response.json()['ticket']['id']}"
+
+    def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
+        if not self.requester_email:
+            raise TicketingUnavailableError(f"{SYSTEM} incident failed: no requester (set "
+                                            "FRESHSERVICE_REQUESTER_EMAIL)")
+        # Freshservice priority 4 is Urgent (P1) .. 1 Low (P4); urgency and impact 3 are High.
+        level = max(1, min(4, 5 - priority))
+        response = self._call("incident", "POST", "api/v2/tickets", json={
+            "subject": short_description[:255], "description": f"<div>{html_text(description)}</div>",
+            "email": self.requester_email, "priority": level, "urgency": 3 if priority <= 2 else 2,
+            "impact": 3 if priority <= 2 else 2, "status": 2, "type": "Incident"})
+        ticket_id = int(response.json()["ticket"]["id"])
+        return TicketFacts(number=f"INC-{ticket_id}", system=self.system, exists=True, open=True, kind="incident",
+                           priority=priority, state="Open", short_description=short_description[:255],
+                           url=f"{self.base_url}/a/tickets/{ticket_id}", sys_id=str(ticket_id))

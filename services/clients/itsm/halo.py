@@ -204,3 +204,17 @@ class HaloTicketing:
         body = self._call("child incident", "POST", "api/Tickets", json=[item]).json()
         saved = body[0] if isinstance(body, list) else body
         return str(saved["id"])
+
+    def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
+        item: dict[str, Any] = {"summary": short_description[:250], "details": html_text(description),
+                                "tickettype_id": self.incident_type_id}
+        # Halo's priority ids are per instance (HALO_PRIORITY_MAP: id -> P-level): the id mapped to this P-level.
+        ids = sorted(pid for pid, level in self.priority_map.items() if level == priority)
+        if ids:
+            item["priority_id"] = ids[0]
+        body = self._call("incident", "POST", "api/Tickets", json=[item]).json()
+        saved = body[0] if isinstance(body, list) else body
+        ticket_id = int(saved["id"])
+        return TicketFacts(number=str(ticket_id), system=self.system, exists=True, open=True, kind="incident",
+                           priority=priority, short_description=short_description[:250],
+                           url=f"{self.base_url}/ticket?id={ticket_id}", sys_id=str(ticket_id))

@@ -178,3 +178,18 @@ class ServiceNowTicketing:
         response = self._call("child incident", "POST", "api/now/table/incident",
                               params={"sysparm_fields": "number,sys_id"}, json=body)
         return str(response.json()["result"]["number"])
+
+    def open_incident(self, short_description: str, description: str, *, priority: int = 1) -> TicketFacts:
+        # Priority is derived from impact x urgency by ServiceNow's default lookup: 1/1 is "1 - Critical", 1/2 is
+        # "2 - High", 2/2 "3 - Moderate" (writing `priority` itself is refused by many instances' data policies).
+        impact, urgency = {1: ("1", "1"), 2: ("1", "2"), 3: ("2", "2")}.get(priority, ("3", "3"))
+        body = {"short_description": journal_text(short_description)[:160], "description": journal_text(description),
+                "impact": impact, "urgency": urgency}
+        result = self._call("incident", "POST", "api/now/table/incident",
+                            params={"sysparm_fields": "number,sys_id,priority"}, json=body).json()["result"]
+        number, sys_id = str(result["number"]), str(result["sys_id"])
+        given = str(result.get("priority") or "")
+        return TicketFacts(number=number, system=self.system, exists=True, open=True, kind="incident",
+                           priority=int(given) if given in {"1", "2", "3", "4", "5"} else priority,
+                           short_description=short_description[:160], sys_id=sys_id,
+                           url=f"{self.base_url}/incident.do?sys_id={sys_id}")
