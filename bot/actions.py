@@ -29,6 +29,7 @@ from policies.model import CardRef, Verdict
 from policies.record import RequestRecord
 from policies.text import clean_input
 from services.composition import Services
+from services.state.store import decode
 from services.workflow.access import AccessError, AccessService, IntakeInput, Who
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,11 @@ class Actions:
                     raise await asyncio.to_thread(self.access.view_denied, request_id, who, verb,
                                                   exists=record is not None)
                 return card
-            record = await asyncio.to_thread(self.services.runtime.store.get, request_id)
+            # The record and the audit head in one read: a vote commits onto exactly this read (one round trip
+            # more, not two, between the click and its grant job).
+            raw, head = await asyncio.to_thread(self.services.runtime.store.read, request_id,
+                                                self.services.runtime.audit.head_key)
+            record = decode(raw) if raw is not None else None
             if record is None or not await self._may_see(record, who, origin):
                 raise await asyncio.to_thread(self.access.view_denied, request_id, who, verb,
                                               exists=record is not None)
@@ -98,9 +103,10 @@ class Actions:
                                             "conversation_id": origin.conversation_id[:200],
                                             "terms_given": bool(data.get("terms"))})
                 return message_card(OUT_OF_DATE)
+            if chosen in VOTES:
+                verdict = Verdict.APPROVE if chosen is Verb.REQUEST_APPROVE else Verdict.DENY
+                return await self._vote(request_id, who, verdict, data, origin, read=(raw, head))
             handler = {
-                Verb.REQUEST_APPROVE: self.approve,
-                Verb.REQUEST_DENY: self.deny,
                 Verb.REQUEST_CANCEL: self.cancel,
                 Verb.GRANT_DEACTIVATE: self.deactivate,
                 Verb.GRANT_EXTEND: self.extend,
@@ -186,19 +192,13 @@ class Actions:
         return with_notice(request_card(record, now=self._now(), viewer="requester"), notice,
                            "good" if record.state is not State.DENIED else "attention")
 
-    async def approve(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
-        return await self._vote(request_id, who, Verdict.APPROVE, data, origin)
-
-    async def deny(self, request_id: str, who: Who, data: dict[str, Any], origin: Origin) -> dict[str, Any]:
-        return await self._vote(request_id, who, Verdict.DENY, data, origin)
-
-    async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any],
-                    origin: Origin) -> dict[str, Any]:
+    async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any], origin: Origin,
+                    read: tuple[bytes | None, bytes | None] | None = None) -> dict[str, Any]:
         terms = data.get("terms")
         reason = clean_input(data.get("reason") or data.get("comment") or "", 1000)
         altered = tuple(sorted(str(k)[:40] for k in set(data) - VOTE_FIELDS))[:10]
         result = await asyncio.to_thread(self.access.vote, request_id, who, verdict, reason=reason,
-                                         terms=str(terms) if terms else None, altered=altered)
+                                         terms=str(terms) if terms else None, altered=altered, read=read)
         card = await self._view(result.record, who, origin)
         return with_notice(card, result.message, "good" if result.changed else "warning")
 

@@ -56,7 +56,7 @@ def _server() -> redis.Redis:
 
 
 class RoundTrips(redis.Redis):
-    """A client that lists the commands it sends one by one (each is a round trip; pipelines are not listed)."""
+    """A client that lists its round trips: each command it sends on its own, and each pipeline it runs."""
 
     def __init__(self, pool: redis.ConnectionPool):
         super().__init__(connection_pool=pool)
@@ -65,6 +65,19 @@ class RoundTrips(redis.Redis):
     def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
         self.sent.append(str(args[0]).upper())
         return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction=True, shard_hint=None):  # type: ignore[no-untyped-def]
+        """A pipeline is one round trip too: listed as PIPELINE when it runs."""
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        run, sent = pipe.execute, self.sent
+
+        def execute(*args, **kwargs):  # type: ignore[no-untyped-def]
+            if pipe.command_stack:
+                sent.append("PIPELINE")
+            return run(*args, **kwargs)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
 
 
 @pytest.fixture()

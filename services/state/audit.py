@@ -32,6 +32,7 @@ import rfc8785
 
 from services.clock import Clock, SystemClock
 from services.errors import ConflictError, ServiceError
+from services.state.commit import Ops
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,17 @@ class AuditEvent:
                           separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event ready to append: valid only while the log still holds `expected_seq` events."""
+
+    event: AuditEvent
+    expected_seq: int
+    head: str
+    checkpoint: str
+    ops: Ops
+
+
 class AuditStorageError(ServiceError):
     """A sealed segment is missing or unreadable; `seq` is its first event."""
 
@@ -204,33 +216,52 @@ class AuditLog:
                data: dict[str, Any] | None = None, head: bytes | object | None = _UNREAD) -> AuditEvent:
         """Append one event. `head` is the raw head as the caller read it (None: there was none), saving a read;
         the append script compares it with the log, so a head that went stale only costs this one more read."""
-        payload = json.loads(json.dumps(data or {}, default=str))  # JSON-safe and detached from the caller
         known = head
         for _ in range(200):
-            seq, prev = self._head(known)
+            prepared = self.prepare(event, actor=actor, request_id=request_id, data=data, head=known)
             known = _UNREAD
-            body = {"seq": seq + 1, "at": self.clock.now().isoformat(), "event": event, "actor": actor,
-                    "request_id": request_id, "data": payload, "prev": prev}
-            digest = event_hash(body)
-            ev = AuditEvent(**body, hash=digest, mac=self._mac("event", digest))
-            head = json.dumps({"seq": ev.seq, "hash": digest, "mac": self._mac("head", f"{ev.seq}|{digest}")})
-            checkpoint = ""
-            if ev.seq % self.checkpoint_every == 0:
-                checkpoint = json.dumps({"seq": ev.seq, "hash": digest, "at": ev.at,
-                                         "mac": self._mac("checkpoint", f"{ev.seq}|{digest}")})
             keys = [self.k_events, self.k_head, self.k_by_request + (request_id or "-"), self.k_checkpoints,
                     self.k_sealed]
-            plain = int(self._append(keys=keys, args=[seq, ev.to_json(), head, request_id or "", checkpoint]))
+            plain = int(self._append(keys=keys, args=[prepared.expected_seq, prepared.event.to_json(),
+                                                      prepared.head, request_id or "", prepared.checkpoint]))
             if plain > 0:
-                # One log line per audit event: logs and the audit log correlate on audit_seq / request_id.
-                log.info(event, extra={"audit_seq": ev.seq, "request_id": request_id, "actor": actor})
-                if self.anchor is not None and (checkpoint or event in ANCHORED_EVENTS):
-                    self._anchor({"seq": ev.seq, "hash": digest, "at": ev.at,
-                                  "mac": self._mac("checkpoint", f"{ev.seq}|{digest}")})
-                if plain >= self.keep_plain + self.segment_size:
-                    self.seal()
-                return ev
+                return self.appended(prepared, plain)
         raise ConflictError("audit append kept losing races")
+
+    def prepare(self, event: str, *, actor: str, request_id: str | None = None, data: dict[str, Any] | None = None,
+                head: bytes | object | None = _UNREAD) -> PreparedEvent:
+        """The event chained onto `head` (read now when not given) and the writes that append it, for a caller that
+        applies them itself in one round trip with other writes (services/state/commit.py), guarded by
+        `expected_seq`; then `appended()`."""
+        payload = json.loads(json.dumps(data or {}, default=str))  # JSON-safe and detached from the caller
+        seq, prev = self._head(head)
+        body = {"seq": seq + 1, "at": self.clock.now().isoformat(), "event": event, "actor": actor,
+                "request_id": request_id, "data": payload, "prev": prev}
+        digest = event_hash(body)
+        ev = AuditEvent(**body, hash=digest, mac=self._mac("event", digest))
+        head_value = json.dumps({"seq": ev.seq, "hash": digest, "mac": self._mac("head", f"{ev.seq}|{digest}")})
+        checkpoint = ""
+        if ev.seq % self.checkpoint_every == 0:
+            checkpoint = json.dumps({"seq": ev.seq, "hash": digest, "at": ev.at,
+                                     "mac": self._mac("checkpoint", f"{ev.seq}|{digest}")})
+        ops = Ops().add("RPUSH", self.k_events, ev.to_json()).add("SET", self.k_head, head_value)
+        if request_id:
+            ops.add("RPUSH", self.k_by_request + request_id, ev.seq)
+        if checkpoint:
+            ops.add("HSET", self.k_checkpoints, ev.seq, checkpoint)
+        return PreparedEvent(event=ev, expected_seq=seq, head=head_value, checkpoint=checkpoint, ops=ops)
+
+    def appended(self, prepared: PreparedEvent, plain: int) -> AuditEvent:
+        """What follows an append that went through: its log line, its anchor, sealing once a segment is full."""
+        ev = prepared.event
+        # One log line per audit event: logs and the audit log correlate on audit_seq / request_id.
+        log.info(ev.event, extra={"audit_seq": ev.seq, "request_id": ev.request_id, "actor": ev.actor})
+        if self.anchor is not None and (prepared.checkpoint or ev.event in ANCHORED_EVENTS):
+            self._anchor({"seq": ev.seq, "hash": ev.hash, "at": ev.at,
+                          "mac": self._mac("checkpoint", f"{ev.seq}|{ev.hash}")})
+        if plain >= self.keep_plain + self.segment_size:
+            self.seal()
+        return ev
 
     def seal(self) -> int:
         """Seal full segments while `keep_plain` events stay plain; returns how many were sealed.

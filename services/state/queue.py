@@ -23,6 +23,7 @@ from rq.utils import utcformat
 from rq_scheduler import Scheduler
 
 from services.clock import Clock, SystemClock
+from services.state.commit import Ops, pipeline_ops
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +377,11 @@ class JobQueue:
                at_front: bool = False) -> None:
         self._queue(func).enqueue(func, *args, job_id=jid, job_timeout=timeout, result_ttl=3600,
                                   failure_ttl=7 * 86400, at_front=at_front, pipeline=pipe)
+
+    def new_job_ops(self, func: str, *args: object, jid: str, timeout: int = 120) -> Ops:
+        """The writes `enqueue_new` makes (RQ's own), for a Commit that makes the job due in the same round trip as
+        the change that makes it due."""
+        return pipeline_ops(self.redis, lambda pipe: self._write(pipe, func, args, jid, timeout))
 
     def enqueue_new(self, func: str, *args: object, jid: str, timeout: int = 120) -> None:
         """One round trip, no duplicate check: only for a job whose id nobody can have queued yet, because the

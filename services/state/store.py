@@ -25,6 +25,7 @@ from policies.lifecycle import State
 from policies.model import ActiveGrantFact
 from policies.record import RequestRecord
 from services.errors import ConflictError, NotFoundError, StaleVersionError
+from services.state.commit import Ops
 
 MAX_CAS_ATTEMPTS = 50
 ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: ids are typed in chat ("cancel BG-7K3F9Q")
@@ -273,6 +274,20 @@ class RequestStore:
             if self._replace(keys=[key, *index.keys], args=[raw, encode(new), *index.args]):
                 return new, peeked
         raise ConflictError(f"request {request_id} kept changing; gave up after {MAX_CAS_ATTEMPTS} attempts")
+
+    def read(self, request_id: str, peek: str) -> tuple[bytes | None, bytes | None]:
+        """The record's bytes and the key `peek` (the audit head) in one round trip, for a Commit."""
+        raw, peeked = self.redis.mget(self.keys.request(request_id), peek)
+        return raw, peeked
+
+    def replace_ops(self, old: RequestRecord, new: RequestRecord) -> Ops:
+        """The writes that replace `old` with `new` (the record and its index entries), for a Commit whose
+        compare-and-set guards them."""
+        if new.version <= old.version:
+            raise ConflictError("a change must bump the record version")
+        ops = Ops().add("SET", self.keys.request(new.id), encode(new))
+        self._index(ops, old, new)
+        return ops
 
     def _index(self, pipe: Any, old: RequestRecord | None, new: RequestRecord) -> None:
         k = self.keys

@@ -33,7 +33,7 @@ from policies.provenance import Provenance
 from policies.record import RequestRecord
 from policies.text import clean_input, one_line
 from services.clock import Clock
-from services.errors import ConflictError, NotFoundError, ServiceError
+from services.errors import ConflictError, ServiceError
 from services.metrics import DomainMetrics
 from services.ports import (
     Directory,
@@ -48,14 +48,16 @@ from services.ports import (
 )
 from services.state import queue as jobs
 from services.state.audit import AuditLog
+from services.state.commit import CONFLICT, LOG_MOVED, Committer
 from services.state.limiter import PerUserLimit
 from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, job_id
-from services.state.store import RequestStore, new_request_id
+from services.state.store import RequestStore, decode, new_request_id
 
 log = logging.getLogger(__name__)
 
 MAX_MINUTES = 24 * 60
+MAX_VOTE_ATTEMPTS = 20
 # What anybody who may not see a request is told, word for word what an id that does not exist gets: the answer
 # must not tell a stranger that the request exists.
 NO_SUCH_REQUEST = "There is no such request."
@@ -175,6 +177,7 @@ class AccessService:
         self.ticketing = ticketing
         self.clock = clock
         self.metrics = DomainMetrics(store.redis, store.keys.p)
+        self.committer = Committer(store.redis, events_key=audit.k_events, sealed_key=audit.k_sealed)
         self.view_misses = PerUserLimit(store.redis, store.keys.p, "view-miss", VIEW_MISS_PER_MINUTE,
                                         VIEW_MISS_BURST)
 
@@ -354,43 +357,51 @@ class AccessService:
     # --- votes ----------------------------------------------------------------------------------------------
 
     def vote(self, request_id: str, who: Who, verdict: Verdict, *, reason: str = "",
-             terms: str | None = None, altered: tuple[str, ...] = ()) -> ActionResult:
+             terms: str | None = None, altered: tuple[str, ...] = (),
+             read: tuple[bytes | None, bytes | None] | None = None) -> ActionResult:
+        """One vote, authorised against the policy now. The record's change, its audit event and (for an approval)
+        the grant job are written in one round trip (services/state/commit.py), after one read of the record and
+        the audit head; `read` is that read when the caller already made it (the click's own lookup)."""
         policy = self.policies.current()
-        outcome: dict[str, Any] = {}
-
-        def change(record: RequestRecord) -> RequestRecord:
+        for _ in range(MAX_VOTE_ATTEMPTS):
+            raw, head = read if read is not None else self.store.read(request_id, self.audit.head_key)
+            read = None
+            if raw is None:
+                self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
+                                  data={"code": "unknown_request", "verdict": verdict.value})
+                raise AccessError("There is no such request.", "unknown_request")
+            current = decode(raw)
             now = self.clock.now()
-            approver = authorise_vote(record, who.object_id, verdict, now, policy, terms=terms, reason=reason,
-                                      altered=altered)
+            try:
+                approver = authorise_vote(current, who.object_id, verdict, now, policy, terms=terms, reason=reason,
+                                          altered=altered)
+            except ApprovalRefusedError as exc:
+                self.audit.append("approval.refused", actor=who.object_id, request_id=request_id, head=head,
+                                  data={"code": exc.code.value, "verdict": verdict.value,
+                                        "state": current.state.value, "clicker_name": who.name,
+                                        "altered_fields": list(altered)})
+                return ActionResult(current, False, self._refusal_message(current, exc), exc.code.value)
             if approver.name == "" and who.name:
                 approver = approver.model_copy(update={"name": who.name})
-            new, event = apply_vote(record, approver, verdict, now, reason=reason)
-            outcome["event"] = event
-            return new
-
-        try:
-            record, head = self.store.update_peeking(request_id, change, self.audit.head_key)
-        except NotFoundError:
-            self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
-                              data={"code": "unknown_request", "verdict": verdict.value})
-            raise AccessError("There is no such request.", "unknown_request") from None
-        except ApprovalRefusedError as exc:
-            current = self.store.require(request_id)
-            self.audit.append("approval.refused", actor=who.object_id, request_id=request_id,
-                              data={"code": exc.code.value, "verdict": verdict.value, "state": current.state.value,
-                                    "clicker_name": who.name, "altered_fields": list(altered)})
-            return ActionResult(current, False, self._refusal_message(current, exc), exc.code.value)
-        event = outcome["event"]
-        name = {Event.APPROVED: "request.approved", Event.DENIED: "request.denied",
-                Event.APPROVAL_RECORDED: "approval.recorded"}[event]
-        self.audit.append(name, actor=who.object_id, request_id=request_id, head=head, data={
-            "verdict": verdict.value, "reason": reason, "version": record.version,
-            "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
-        if record.state is State.APPROVED:
-            # The grant job goes alone: it announces the approval (the requester's notice, every card copy) once
-            # its Graph request is made, so no notification competes with it for a worker or a core before then.
-            self.queue.enqueue_new(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id))
+            record, event = apply_vote(current, approver, verdict, now, reason=reason)
+            name = {Event.APPROVED: "request.approved", Event.DENIED: "request.denied",
+                    Event.APPROVAL_RECORDED: "approval.recorded"}[event]
+            prepared = self.audit.prepare(name, actor=who.object_id, request_id=request_id, head=head, data={
+                "verdict": verdict.value, "reason": reason, "version": record.version,
+                "approvals": len(record.votes(Verdict.APPROVE)), "quorum": record.decision.quorum})
+            ops = self.store.replace_ops(current, record).extend(prepared.ops)
+            if record.state is State.APPROVED:
+                # The grant job goes alone, in the same round trip: it announces the approval (the requester's
+                # notice, every card copy) once its Graph request is made, so nothing competes with it before then.
+                ops.extend(self.queue.new_job_ops(jobs.ACTIVATE_GRANT, request_id, jid=job_id("grant", request_id)))
+            outcome = self.committer.run(self.store.keys.request(request_id), raw, prepared.expected_seq, ops)
+            if outcome in (CONFLICT, LOG_MOVED):
+                continue  # another click or another appender got there first: read again, decide again
+            self.audit.appended(prepared, outcome)
+            break
         else:
+            raise ConflictError(f"request {request_id} kept changing; gave up after {MAX_VOTE_ATTEMPTS} attempts")
+        if record.state is not State.APPROVED:
             self.queue.enqueue(jobs.UPDATE_CARDS, request_id, record.version,
                                jid=job_id("cards", request_id, record.version))
             if record.state is State.DENIED:
