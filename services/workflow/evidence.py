@@ -114,6 +114,47 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def md_time(value: str) -> str:
+    """A log record's time as "2026-11-23 09:02:00 UTC" (Graph sends seven fractional digits)."""
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", value).replace("Z", "+00:00")).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return md_inline(value)
+
+
+def activity_lines(activity: dict[str, Any] | None) -> list[str]:
+    """The "what was done while elevated" section: one table per log (time, activity, target, result), or the
+    plain reason a log could not be read."""
+    from services.workflow.activity import directory_rows, sign_in_rows
+
+    lines = ["## What was done while elevated", ""]
+    if not activity:
+        lines.append("Not collected yet: Entra's logs arrive minutes late; later packs on this ticket carry them.")
+        return lines
+    final = "final" if activity.get("final") else f"pass {activity.get('pass', 0)}, not final yet"
+    lines += [f"Window {md_inline(activity['since'])} to {md_inline(activity['until'])} ({final}; "
+              f"digest `{activity.get('digest', '')}`). Entra's logs arrive minutes late, so an empty table means "
+              "nothing visible yet.", ""]
+    for key, title, rows_of in (("directory_audits", "Directory actions initiated by the holder", directory_rows),
+                                ("sign_ins", "Sign-ins of the holder", sign_in_rows)):
+        log = activity.get(key) or {}
+        lines += [f"### {title}", ""]
+        if log.get("status") != "ok":
+            lines += [md_inline(log.get("note") or "could not be read"), ""]
+            continue
+        rows = rows_of(list(log.get("rows") or []))
+        if not rows:
+            lines += ["None visible.", ""]
+            continue
+        lines += ["| time | activity | target | result |", "|---|---|---|---|"]
+        lines += [f"| {md_time(t)} | {md_inline(a)} | {md_inline(g)} | {md_inline(r)} |" for t, a, g, r in rows]
+        if log.get("note"):
+            lines.append(md_inline(log["note"]))
+        lines.append("")
+    return lines
+
+
 def format_duration_seconds(seconds: int) -> str:
     from datetime import timedelta
     return format_duration(timedelta(seconds=seconds))
