@@ -51,6 +51,7 @@ def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "read
         *_advice(record),
         *provenance_section(record),
         *_votes(record, now),
+        *_followups(record, now),
     ]
     return render(body, _actions(record, viewer), refresh=_refresh(record, approver_ids),
                   fallback_text=f"Privileged access request {record.id}: {lay.state_label(record.state)}")
@@ -194,6 +195,33 @@ def _votes(record: RequestRecord, now: datetime) -> list[Element]:
     if not lines:
         return []
     return [text("Decisions:", bold=True, separator=True), *lay.bullets(lines)]
+
+
+_STEP_WORDS = {"done": "Done", "failed": "FAILED", "refused": "Refused by policy", "skipped": "Skipped",
+               "queued": "Running", "scheduled": "Due"}
+
+
+def _followups(record: RequestRecord, now: datetime) -> list[Element]:
+    """The grant's follow-up steps (session revocation, runbook steps, activity collection) and where each stands;
+    the activity passes as one line: the latest count, and whether more passes follow."""
+    lines = []
+    for step in record.steps:
+        if step.kind in {"plan", "activity", "ended_notice"}:
+            continue
+        when = f" {lay.clock(step.due_at, now)}" if step.status == "scheduled" else ""
+        detail = f": {step.detail}" if step.detail and step.status != "scheduled" else ""
+        lines.append(f"{step.label}: {_STEP_WORDS[step.status]}{when}{detail}")
+    passes = [s for s in record.steps if s.kind == "activity"]
+    done = [s for s in passes if s.status == "done"]
+    if done:
+        more = any(s.pending for s in passes)
+        lines.append(f"What was done while elevated: {done[-1].detail}" + ("; collecting again as Entra's logs arrive"
+                                                                           if more else ""))
+    elif passes:
+        lines.append("What was done while elevated: being collected from Entra's logs")
+    if not lines:
+        return []
+    return [text("Follow-up:", bold=True, separator=True), *lay.bullets(lines)]
 
 
 # --- actions --------------------------------------------------------------------------------------------------

@@ -9,17 +9,16 @@ tier-0 (an attacker who held Global Administrator for an hour keeps its refresh 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from policies.durations import DurationError, parse_duration
+from policies.model import AwareDatetime
 from policies.tier0 import tier0_name
-
-if TYPE_CHECKING:
-    from policies.document import PolicyDocument
 
 KEY = r"^[a-z0-9][a-z0-9_.-]*$"
 OnEnd = Literal["revoke_sessions"]
@@ -27,6 +26,18 @@ Phase = Literal["after_grant", "before_revoke", "after_revoke"]
 PHASES: tuple[Phase, ...] = ("after_grant", "before_revoke", "after_revoke")
 WARN_BEFORE = timedelta(minutes=10)
 STEP_TIMEOUT = timedelta(seconds=10)
+
+
+class PolicyDocument(Protocol):
+    """What these functions read of `policies.document.PolicyDocument` (which imports this module)."""
+
+    @property
+    def runbooks(self) -> Mapping[str, RunbookStep]: ...
+
+    @property
+    def entitlements(self) -> Sequence[Any]: ...
+
+    def entitlement(self, entitlement_id: str) -> Any: ...
 
 
 class _Doc(BaseModel):
@@ -174,3 +185,42 @@ def closing_risks(doc: PolicyDocument) -> list[tuple[tuple[object, ...], str]]:
                               f"lane {lane.id!r} of {name}, a tier-0 role, does not revoke the holder's sign-in "
                               "sessions when it ends"))
     return risks
+
+
+# --- what the record keeps: the account an incident is about, and each follow-up step's progress ------------------
+
+StepKind = Literal["plan", "sessions", "runbook", "activity", "warn", "ended_notice"]
+StepState = Literal["scheduled", "queued", "done", "failed", "refused", "skipped"]
+PENDING_STEPS: frozenset[str] = frozenset({"scheduled", "queued"})
+
+
+class AffectedAccount(BaseModel):
+    """The account a security incident is about (the compromised one), named on the intake form or on the ticket;
+    resolved in the directory at submit time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    object_id: str
+    name: str = ""
+    upn: str = ""
+    source: Literal["form", "ticket"] = "form"
+
+
+class StepStatus(BaseModel):
+    """One follow-up step of a grant (its session revocation, a runbook step, an activity pass, the expiry warning,
+    the end notice) and where it stands. `scheduled`: waiting for `due_at`, the reconciler starts it; `queued`: a
+    job carries it, and past `deadline` with no job in hand the reconciler re-drives it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    key: str
+    kind: StepKind
+    label: str = ""
+    status: StepState
+    due_at: AwareDatetime
+    deadline: AwareDatetime
+    attempt: int = 1
+    detail: str = ""
+    finished_at: AwareDatetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status in PENDING_STEPS

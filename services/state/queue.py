@@ -46,6 +46,10 @@ RECONCILE = "jobs.reconcile.reconcile"
 SCAN_FOREIGN = "jobs.reconcile.scan_foreign_assignments"
 SEND_REQUEST_CARD = "jobs.notify.send_request_card"
 POLICY_WEAKENED = "jobs.notify.policy_weakened"
+# Follow-up steps (services.workflow.followup): planned once the grant or its removal is verified, each step its own
+# job on the ordinary queue, so none of them can hold up an access job.
+PLAN_STEPS = "jobs.followup.plan_steps"
+RUN_STEP = "jobs.followup.run_step"
 ACCESS_JOBS = frozenset({ACTIVATE_GRANT, REVOKE_GRANT, EXTEND_GRANT, RECONCILE})
 
 

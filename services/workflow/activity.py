@@ -25,6 +25,7 @@ from services.ports import (
     IdentityLogs,
     LicenceRequiredError,
 )
+from services.workflow.markdown import md_inline, md_time
 
 Status = Literal["ok", "licence", "forbidden", "throttled", "unavailable", "error"]
 RETRY_LATER: frozenset[str] = frozenset({"throttled", "unavailable"})
@@ -153,6 +154,34 @@ def sign_in_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
 
 
 def activity_markdown(activity: Activity) -> str:
-    from services.workflow.evidence import activity_lines
-
     return "\n".join(activity_lines(activity.to_json())) + "\n"
+
+
+def activity_lines(activity: dict[str, Any] | None) -> list[str]:
+    """The "what was done while elevated" section: one table per log (time, activity, target, result), or the
+    plain reason a log could not be read."""
+    lines = ["## What was done while elevated", ""]
+    if not activity:
+        lines.append("Not collected yet: Entra's logs arrive minutes late; later packs on this ticket carry them.")
+        return lines
+    final = "final" if activity.get("final") else f"pass {activity.get('pass', 0)}, not final yet"
+    lines += [f"Window {md_inline(activity['since'])} to {md_inline(activity['until'])} ({final}; "
+              f"digest `{activity.get('digest', '')}`). Entra's logs arrive minutes late, so an empty table means "
+              "nothing visible yet.", ""]
+    for key, title, rows_of in (("directory_audits", "Directory actions initiated by the holder", directory_rows),
+                                ("sign_ins", "Sign-ins of the holder", sign_in_rows)):
+        log = activity.get(key) or {}
+        lines += [f"### {title}", ""]
+        if log.get("status") != "ok":
+            lines += [md_inline(log.get("note") or "could not be read"), ""]
+            continue
+        rows = rows_of(list(log.get("rows") or []))
+        if not rows:
+            lines += ["None visible.", ""]
+            continue
+        lines += ["| time | activity | target | result |", "|---|---|---|---|"]
+        lines += [f"| {md_time(t)} | {md_inline(a)} | {md_inline(g)} | {md_inline(r)} |" for t, a, g, r in rows]
+        if log.get("note"):
+            lines.append(md_inline(log["note"]))
+        lines.append("")
+    return lines

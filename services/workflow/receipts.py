@@ -26,6 +26,7 @@ from services.state.audit import AuditLog
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore
 from services.workflow.evidence import evidence, evidence_json, evidence_markdown
+from services.workflow.followup import SESSIONS_CAVEAT
 from services.workflow.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,10 @@ class Receipts:
     def _parts(self, record: RequestRecord, kind: str) -> dict[str, Any]:
         parts: dict[str, Any] = {}
         ticket = self._ticket(record)
+        if kind.startswith("activity-"):  # a pass found something new (or is the last): the pack, updated
+            if self.ticketing is not None and ticket is not None:
+                parts["ticket_evidence"] = lambda: self._attach(record, ticket, kind)
+            return parts
         if self.ticketing is not None and ticket is not None:
             parts["ticket_note"] = lambda: self.ticketing.add_note(ticket, self.note_text(record, kind))  # type: ignore[union-attr]
             if kind in {"activated", "ended"}:
@@ -181,9 +186,13 @@ class Receipts:
     def _attach(self, record: RequestRecord, ticket: TicketFacts, kind: str) -> None:
         assert self.ticketing is not None
         # A signed checkpoint goes with the pack: the ticket is outside Redis, so it anchors the log (see anchors.py).
-        pack = evidence(record, self.audit.for_request(record.id), self.clock.now(), self.audit.checkpoint())
-        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.json", evidence_json(pack), "application/json")
-        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.md", evidence_markdown(pack), "text/markdown")
+        activity = self.store.get_doc("activity", record.id)
+        pack = evidence(record, self.audit.for_request(record.id), self.clock.now(), self.audit.checkpoint(),
+                        activity={**activity["activity"], "pass": activity["pass"], "final": activity["final"],
+                                  "digest": activity["digest"]} if activity else None)
+        name = f"{kind}-final" if kind.startswith("activity-") and activity and activity.get("final") else kind
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{name}.json", evidence_json(pack), "application/json")
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{name}.md", evidence_markdown(pack), "text/markdown")
 
     @staticmethod
     def note_text(record: RequestRecord, kind: str) -> str:
@@ -204,11 +213,34 @@ class Receipts:
                     f"{f(record.failure)}. On-call has been alerted.")
         if kind == "extended" and g is not None:
             return f"[breakglass] {role} for {who} extended until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC."
+        if kind.startswith("step-"):
+            return Receipts.step_note(record, kind.removeprefix("step-"))
         if kind == "ended":
             how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({f(record.end_reason or 'revoked')})"}
             return (f"[breakglass] {role} for {who} {how.get(record.state, record.state.value)}; "
                     f"the role assignment was removed (request {record.id}).")
         return f"[breakglass] {record.id}: {kind}"
+
+    @staticmethod
+    def step_note(record: RequestRecord, key: str) -> str:
+        """A follow-up step's outcome on the ticket: what it did, honestly, or why it did not."""
+        f = note_field
+        step = record.step(key)
+        role, who = f(record.decision.entitlement_name), f(record.target_name or record.request.target)
+        if step is None:
+            return f"[breakglass] {record.id}: follow-up step {f(key)}"
+        if step.kind == "sessions":
+            if step.status == "done":
+                at = step.detail.removeprefix("revoked at ")
+                return (f"[breakglass] Sign-in sessions of {who} revoked at {f(at)} after {role} ended (request "
+                        f"{record.id}). {SESSIONS_CAVEAT.format(at=f(at))}")
+            return (f"[breakglass] Sign-in sessions of {who} could NOT be revoked after {role} ended (request "
+                    f"{record.id}): {f(step.detail)}. On-call has been alerted; revoke them in Entra admin center > "
+                    "Users > the user > Revoke sessions.")
+        outcome = {"done": "done", "failed": "FAILED", "refused": "REFUSED by policy", "skipped": "skipped"}
+        tail = " On-call has been alerted." if step.status == "failed" else ""
+        return (f"[breakglass] {f(step.label)} ({record.id}, {role} for {who}): {outcome.get(step.status, step.status)}"
+                f" - {f(step.detail)}.{tail}")
 
     @staticmethod
     def requester_text(record: RequestRecord, kind: str) -> str:
