@@ -80,7 +80,13 @@ def _active(record: RequestRecord, now: datetime) -> list[Element]:
     if record.grant is None:
         return [text(f"Active for {format_duration(record.request.duration)}", bold=True, color="good")]
     ends = record.grant.ends_at
-    return [text(f"Active until {lay.clock(ends, now)} ({lay.relative(ends, now)})", bold=True, color="good")]
+    lines = [text(f"Active until {lay.clock(ends, now)} ({lay.relative(ends, now)})", bold=True, color="good")]
+    warned = record.step("warn")
+    if warned is not None and warned.status == "done" and now < ends:
+        # Every copy of the card is re-rendered after each change: the expiry warning stays on it.
+        lines.append(text("Ending soon: extend it if you need more time, or deactivate it now if you are done.",
+                          color="warning", spacing="small"))
+    return lines
 
 
 def _pending(record: RequestRecord, now: datetime) -> list[Element]:

@@ -69,8 +69,11 @@ class RequestRecord(Frozen):
     def terms_digest(self) -> str:
         """Binds votes to what was asked: entitlement, target, duration, ticket and justification."""
         r = self.request
-        blob = "\x1f".join([r.id, r.entitlement, r.target, str(int(r.duration.total_seconds())), r.ticket or "",
-                            r.justification, r.lane or self.decision.lane or ""])
+        parts = [r.id, r.entitlement, r.target, str(int(r.duration.total_seconds())), r.ticket or "",
+                 r.justification, r.lane or self.decision.lane or ""]
+        if self.affected is not None:  # a vote also approves the runbook steps acting on this account
+            parts.append(self.affected.object_id)
+        blob = "\x1f".join(parts)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def step(self, key: str) -> StepStatus | None:

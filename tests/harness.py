@@ -116,8 +116,9 @@ class Product:
     def advance(self, seconds: float) -> None:
         """Move the product and every emulator forward together."""
         self.clock.advance(timedelta(seconds=seconds))
-        for emulator in self.stack.emulators.values():
-            emulator.clock.advance(seconds)
+        # The emulators of one stack share a clock: move each clock once, not once per emulator.
+        for clock in {id(e.clock): e.clock for e in self.stack.emulators.values()}.values():
+            clock.advance(seconds)
 
     def run_jobs(self, *, due: bool = True) -> int:
         """Run queued (and, with due=True, scheduled-and-due) jobs in this process until the queue is empty."""
