@@ -28,7 +28,7 @@ from cards.builder import (
     text_input,
 )
 from cards.provenance import provenance_section
-from cards.verbs import INPUT_MINUTES, INPUT_REASON, Verb, request_data
+from cards.verbs import INPUT_COMMENT, INPUT_MINUTES, INPUT_REASON, Verb, request_data
 from policies.durations import format_duration
 from policies.lifecycle import State
 from policies.model import Outcome
@@ -39,6 +39,7 @@ Viewer = Literal["requester", "approver", "readonly"]
 EXTEND_MINUTES = (15, 30, 60)
 JUSTIFICATION_LIMIT = 1000
 DENY_REASON_MAX = 500
+COMMENT_MAX = 500
 
 
 def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "readonly",
@@ -52,6 +53,7 @@ def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "read
         *provenance_section(record),
         *_votes(record, now),
         *_followups(record, now),
+        *_approver_inputs(record, viewer),
     ]
     return render(body, _actions(record, viewer), refresh=_refresh(record, approver_ids),
                   fallback_text=f"Privileged access request {record.id}: {lay.state_label(record.state)}")
@@ -153,6 +155,9 @@ def _facts(record: RequestRecord, now: datetime) -> list[Fact]:
         role = "who holds the role" if r.requester == r.target else "who asked for the grant"
         facts.append(fact("Extends", f"{r.extends}, asked by {lay.requester_name(record)}, {role}"))
     facts.append(fact("Ticket", _ticket(record)))
+    if record.affected is not None:
+        a = record.affected
+        facts.append(fact("Affected account", f"{a.name or a.upn} ({a.upn}), named on the {a.source}"))
     facts.append(fact("Justification", r.justification, limit=JUSTIFICATION_LIMIT))
     facts.append(fact("Requested", f"{lay.stamp(r.created_at)} ({lay.relative(r.created_at, now)})"))
     facts.append(fact("Decision", lay.decision_summary(record)))
@@ -240,6 +245,15 @@ def _actions(record: RequestRecord, viewer: Viewer) -> list[Action]:
     if viewer == "requester" and record.state is State.ACTIVE:
         return _holder_actions(record)
     return []
+
+
+def _approver_inputs(record: RequestRecord, viewer: Viewer) -> list[Element]:
+    """An optional comment Approve sends along (an input in the body travels with the card's own actions, so
+    approving stays one click)."""
+    if viewer != "approver" or record.state is not State.PENDING_APPROVAL:
+        return []
+    return [text_input(INPUT_COMMENT, label="Comment (optional; the requester sees it, the audit log keeps it)",
+                       multiline=True, max_length=COMMENT_MAX, placeholder="e.g. only the CA fix, nothing else")]
 
 
 def _approver_actions(record: RequestRecord) -> list[Action]:

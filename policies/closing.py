@@ -153,6 +153,24 @@ def closing_for(doc: PolicyDocument, entitlement_id: str, lane_id: str | None) -
     return Closing(frozenset(on_end), runbooks, WARN_BEFORE if warn is None else warn)
 
 
+def asks_affected_account(doc: PolicyDocument, entitlement_ids: Sequence[str]) -> bool:
+    """Whether any of these entitlements (or their lanes) runs a step on the incident's affected account: only then
+    does the intake form ask for one."""
+    for entitlement_id in entitlement_ids:
+        ent = doc.entitlement(entitlement_id)
+        if ent is None:
+            continue
+        for attachments in [ent.runbooks, *(lane.runbooks for lane in ent.lanes)]:
+            if attachments is None:
+                continue
+            for phase in PHASES:
+                for name in attachments.names(phase):
+                    step = doc.runbooks.get(name)
+                    if step is not None and step.subject == "affected_account":
+                        return True
+    return False
+
+
 def runbook_references(doc: PolicyDocument) -> list[tuple[tuple[object, ...], str]]:
     """(location, message) for every runbook name an entitlement or lane attaches that the document lacks."""
     problems: list[tuple[tuple[object, ...], str]] = []

@@ -53,6 +53,12 @@ def note_field(value: object) -> str:
     return _OUR_MARK.sub("(breakglass", one_line(value))
 
 
+def approver_comments(record: RequestRecord) -> str:
+    """" Dana Whitfield wrote: “…”." for each approval that came with a comment (already cleaned at intake)."""
+    return "".join(f" {a.approver_name or a.approver} wrote: “{one_line(a.reason, 500)}”." for a in record.approvals
+                   if a.reason and a.verdict.value == "approve")
+
+
 def rollback_plan(record: RequestRecord) -> str:
     return ROLLBACK.format(id=record.id, role=record.decision.entitlement_name)
 
@@ -202,7 +208,8 @@ class Receipts:
         f = note_field
         role, who = f(d.entitlement_name), f(record.target_name or r.target)
         if kind == "activated" and g is not None:
-            approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value})" for a in record.approvals)
+            approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value}"
+                                  + (f", comment: {f(a.reason)}" if a.reason else "") + ")" for a in record.approvals)
             return (f"[breakglass] {role} granted to {who} from {g.starts_at:%Y-%m-%d %H:%M:%S} UTC "
                     f"until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC ({format_duration(g.ends_at - g.starts_at)}), "
                     f"{g.mode.value} mode. Request {record.id} by {f(record.requester_name or r.requester)}; "
@@ -250,7 +257,7 @@ class Receipts:
                 # The approval's notice and the grant's receipt are one message (GrantService._announce_approval
                 # leaves an active grant to this one).
                 return (f"Your request {record.id} for {d.entitlement_name} was approved; the access is active until "
-                        f"{g.ends_at:%Y-%m-%d %H:%M} UTC.")
+                        f"{g.ends_at:%Y-%m-%d %H:%M} UTC.{approver_comments(record)}")
             return f"{d.entitlement_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
         if kind == "failed":
             return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."
