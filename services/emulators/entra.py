@@ -37,6 +37,10 @@ DEFAULT_APP_ROLES = (
     # the bot app named in the manifest's webApplicationInfo.id.
     "AppCatalog.Read.All",
     "TeamsAppInstallation.ReadWriteForUser.All",
+    # Ending sessions and reading the audit logs (PROTOCOL_NOTES §8.1-8.3).
+    "User.RevokeSessions.All",
+    "AuditLog.Read.All",
+    "Directory.Read.All",
 )
 GRAPH_DEFAULT_SCOPE = f"{GRAPH_AUDIENCE}/.default"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
