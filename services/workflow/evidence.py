@@ -101,8 +101,8 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
         lines += ["", "## Follow-up steps", "", "| step | status | detail |", "|---|---|---|"]
         lines += [f"| {md_inline(s['label'])} | {s['status']} | {md_inline(s['detail'] or '-')} |"
                   for s in pack["follow_up"]]
-    if "activity" in pack:
-        lines += ["", *activity_lines(pack["activity"])]
+    if pack.get("activity") or req["state"] in {"expired", "revoked"}:
+        lines += ["", *activity_lines(pack.get("activity"))]
     lines += ["", "## Audit trail", "", "| seq | time | event | actor | hash |", "|---|---|---|---|---|"]
     lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {m(e['actor'])} | `{e['hash'][:16]}…` |"
               for e in pack["audit"]]
