@@ -47,6 +47,9 @@ def write_policy(tmp_path: Path) -> Path:
                         "    kind: revoke_sessions\n    subject: grantee\n  contain-affected-account:")
     text = text.replace(USER_ADMIN, USER_ADMIN + "    runbooks:\n      after_grant: [contain-affected-account, "
                                                  "notify-soar]\n      after_revoke: [end-grantee-sessions]\n")
+    # Helpdesk Administrator (not tier-0, no approval) calls the webhook shortly before its end.
+    text = text.replace("    privilege: 30\n    max_duration: 8h\n", "    privilege: 30\n    max_duration: 8h\n"
+                        "    runbooks:\n      before_revoke: [notify-soar]\n")
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     return path
@@ -233,6 +236,36 @@ def test_a_webhook_that_times_out_is_retried_then_fails_alerts_and_leaves_the_gr
     assert [e.event for e in events(product, record.id, "runbook.step_")].count("runbook.step_retry") == 1
     # No affected account was named: that step was skipped, not failed.
     assert failed.step("rb-after_grant-contain-affected-account").status == "skipped"
+
+
+def test_a_before_revoke_step_runs_shortly_before_the_end_and_never_holds_up_an_early_revocation(product):
+    deliveries = product.emulators["automation"].deliveries
+    record = submit(product, "riley", seconds=1200, entitlement="helpdesk-admin",
+                    text="Reset the MFA of the finance team's shared mailbox owner, INC0012347")
+    settle(product)
+    step = product.store.get(record.id).step("rb-before_revoke-notify-soar")
+    assert step.status == "scheduled" and step.due_at == product.store.get(record.id).grant.ends_at - timedelta(
+        seconds=60)
+    settle(product, 1200 - 70)
+    assert deliveries() == []
+    settle(product, 15)
+    [delivery] = deliveries()
+    assert delivery["body"]["phase"] == "before_revoke" and delivery["body"]["state"] == "active"
+    settle(product, 60)
+    assert product.store.get(record.id).state is State.EXPIRED
+    # Deactivated long before its end: the revocation goes first, the step runs right after it, and says so.
+    second = submit(product, "riley", seconds=1200, entitlement="helpdesk-admin",
+                    text="Reset the MFA of the finance team's shared mailbox owner again, INC0012347")
+    settle(product)
+    riley = PEOPLE["riley"]
+    product.services.access.deactivate(second.id, Who(riley.object_id, riley.display_name))
+    settle(product)
+    done = product.store.get(second.id)
+    assert done.state is State.REVOKED
+    late = done.step("rb-before_revoke-notify-soar")
+    assert late.status == "done" and deliveries()[-1]["body"]["request_id"] == second.id
+    trail = names(product, second.id)
+    assert trail.index("grant.revoked") < trail.index("runbook.step_requested")
 
 
 def test_a_step_against_a_tier0_holder_is_refused(product):
