@@ -178,7 +178,7 @@ class Actions:
         if not result.accepted:
             return await self.intake.form_again(who, IntakeForm(
                 entitlement=form.entitlement, duration_minutes=form.duration_minutes,
-                justification=form.justification, ticket=form.ticket, target=form.target),
+                justification=form.justification, ticket=form.ticket, target=form.target, affected=form.affected),
                 draft_id=draft_id, field_errors=result.field_errors, problems=result.problems)
         record = result.record
         assert record is not None
@@ -195,7 +195,9 @@ class Actions:
     async def _vote(self, request_id: str, who: Who, verdict: Verdict, data: dict[str, Any], origin: Origin,
                     read: tuple[bytes | None, bytes | None] | None = None) -> dict[str, Any]:
         terms = data.get("terms")
-        reason = clean_input(data.get("reason") or data.get("comment") or "", 1000)
+        # A deny gives its reason; an approve its optional comment (the deny reason box is not part of it).
+        given = data.get("comment") if verdict is Verdict.APPROVE else data.get("reason") or data.get("comment")
+        reason = clean_input(given or "", 1000)
         altered = tuple(sorted(str(k)[:40] for k in set(data) - VOTE_FIELDS))[:10]
         result = await asyncio.to_thread(self.access.vote, request_id, who, verdict, reason=reason,
                                          terms=str(terms) if terms else None, altered=altered, read=read)

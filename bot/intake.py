@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from cards.intake import EntitlementChoice, IntakeForm, intake_card
+from policies.closing import asks_affected_account
 from policies.document import Entitlement, PolicyDocument
 from policies.engine import eligible_entitlements, longest_for
 from policies.model import Principal
@@ -86,7 +87,8 @@ class Intake:
                                 DRAFTS_PER_PERSON)
         return intake_card(choices_for(policy, requester), form, draft_id=draft_id, triage_notes=filled.notes,
                            suggested_by_ai=frozenset(f for f, o in origins.items() if o == "ai"),
-                           allow_other_target=allow_other_target)
+                           allow_other_target=allow_other_target,
+                           ask_affected=asks_affected_account(policy, [e.id for e in eligible]))
 
     async def form_again(self, who: Who, form: IntakeForm, *, draft_id: str, field_errors: dict[str, str],
                          problems: list[str]) -> dict[str, Any]:
@@ -96,7 +98,8 @@ class Intake:
         meta = await asyncio.to_thread(self.services.runtime.store.get_doc, "draft-meta", draft_id)
         return intake_card(choices_for(policy, requester), form, draft_id=draft_id, field_errors=field_errors,
                            problems=problems, suggested_by_ai=still_suggested_by_ai(meta, who, form),
-                           allow_other_target=may_request_for_others(policy, requester, eligible) or bool(form.target))
+                           allow_other_target=may_request_for_others(policy, requester, eligible) or bool(form.target),
+                           ask_affected=asks_affected_account(policy, [e.id for e in eligible]) or bool(form.affected))
 
 
 def still_suggested_by_ai(meta: dict[str, Any] | None, who: Who, form: IntakeForm) -> frozenset[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from cards import layout as lay
 from cards.builder import Element, choice_input, container, execute, render, text, text_input
 from cards.verbs import (
+    INPUT_AFFECTED,
     INPUT_DURATION,
     INPUT_ENTITLEMENT,
     INPUT_JUSTIFICATION,
@@ -40,6 +41,7 @@ class IntakeForm:
     justification: str
     ticket: str
     target: str  # UPN, or "" for the requester themself
+    affected: str = ""  # UPN of the incident's affected account, or "" (the ticket may name it)
 
 
 # Form value key (as triage and the draft record name them) -> the input on the card.
@@ -52,13 +54,15 @@ def intake_card(choices: list[EntitlementChoice], form: IntakeForm, *, draft_id:
                 field_errors: dict[str, str] | None = None, problems: list[str] | None = None,
                 triage_note: str | None = None, triage_notes: list[str] | None = None,
                 suggested_by_ai: frozenset[str] = frozenset(),
-                allow_other_target: bool = False) -> dict[str, Any]:
+                allow_other_target: bool = False, ask_affected: bool = False) -> dict[str, Any]:
     """`triage_notes`: sentences saying what was prefilled and from where; `suggested_by_ai`: form values the model
     chose (keys as in `IntakeForm`), each marked under its input."""
     errors = dict(field_errors or {})
     fields = [INPUT_ENTITLEMENT, INPUT_DURATION, INPUT_JUSTIFICATION, INPUT_TICKET]
     if allow_other_target:
         fields.append(INPUT_TARGET)
+    if ask_affected:
+        fields.append(INPUT_AFFECTED)
     # An error for a field that is not on the card must not get lost: it joins the list at the top.
     top = [*(problems or []), *(msg for key, msg in errors.items() if key not in fields)]
 
@@ -86,6 +90,9 @@ def intake_card(choices: list[EntitlementChoice], form: IntakeForm, *, draft_id:
                                  max_length=TICKET_MAX),
         INPUT_TARGET: text_input(INPUT_TARGET, label="For someone else (UPN)", value=form.target,
                                  placeholder="leave empty for yourself", max_length=TARGET_MAX),
+        INPUT_AFFECTED: text_input(INPUT_AFFECTED, label="Affected account (UPN; security incidents only)",
+                                   value=form.affected, max_length=TARGET_MAX,
+                                   placeholder="the compromised account; leave empty if the ticket names it"),
     }
     by_ai = {_INPUT_OF[f] for f in suggested_by_ai if f in _INPUT_OF}
     for field in fields:

@@ -203,7 +203,7 @@ def vote_lines(record: RequestRecord, now: datetime) -> list[str]:
     for vote in record.approvals:
         who = vote.approver_name or vote.approver
         if vote.verdict is Verdict.APPROVE:
-            lines.append(f"Approved by {who} at {clock(vote.at, now)}")
+            lines.append(f"Approved by {who} at {clock(vote.at, now)}" + (f": {vote.reason}" if vote.reason else ""))
         else:
             lines.append(f"Denied by {who} at {clock(vote.at, now)}: {vote.reason or 'no reason given'}")
     return lines

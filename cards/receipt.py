@@ -57,6 +57,12 @@ def _receipt_facts(record: RequestRecord, now: datetime) -> list[Fact]:
     return facts
 
 
+def ended_card(title: str, facts: list[tuple[str, str]]) -> dict[str, Any]:
+    """The approvals channel's notice that a grant ended: who held what, when, how it ended, what followed."""
+    body: list[Element] = [lay.header(title, kicker="breakglass"), fact_set([fact(k, v, limit=600) for k, v in facts])]
+    return render(body, fallback_text=title)
+
+
 def alert_card(title: str, facts: list[tuple[str, str]], severity: Severity = "warning",
                details: str = "") -> dict[str, Any]:
     color, style = _SEVERITY[severity]

@@ -28,7 +28,7 @@ from cards.builder import (
     text_input,
 )
 from cards.provenance import provenance_section
-from cards.verbs import INPUT_MINUTES, INPUT_REASON, Verb, request_data
+from cards.verbs import INPUT_COMMENT, INPUT_MINUTES, INPUT_REASON, Verb, request_data
 from policies.durations import format_duration
 from policies.lifecycle import State
 from policies.model import Outcome
@@ -39,6 +39,7 @@ Viewer = Literal["requester", "approver", "readonly"]
 EXTEND_MINUTES = (15, 30, 60)
 JUSTIFICATION_LIMIT = 1000
 DENY_REASON_MAX = 500
+COMMENT_MAX = 500
 
 
 def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "readonly",
@@ -51,6 +52,8 @@ def request_card(record: RequestRecord, *, now: datetime, viewer: Viewer = "read
         *_advice(record),
         *provenance_section(record),
         *_votes(record, now),
+        *_followups(record, now),
+        *_approver_inputs(record, viewer),
     ]
     return render(body, _actions(record, viewer), refresh=_refresh(record, approver_ids),
                   fallback_text=f"Privileged access request {record.id}: {lay.state_label(record.state)}")
@@ -79,7 +82,13 @@ def _active(record: RequestRecord, now: datetime) -> list[Element]:
     if record.grant is None:
         return [text(f"Active for {format_duration(record.request.duration)}", bold=True, color="good")]
     ends = record.grant.ends_at
-    return [text(f"Active until {lay.clock(ends, now)} ({lay.relative(ends, now)})", bold=True, color="good")]
+    lines = [text(f"Active until {lay.clock(ends, now)} ({lay.relative(ends, now)})", bold=True, color="good")]
+    warned = record.step("warn")
+    if warned is not None and warned.status == "done" and now < ends:
+        # Every copy of the card is re-rendered after each change: the expiry warning stays on it.
+        lines.append(text("Ending soon: extend it if you need more time, or deactivate it now if you are done.",
+                          color="warning", spacing="small"))
+    return lines
 
 
 def _pending(record: RequestRecord, now: datetime) -> list[Element]:
@@ -146,6 +155,9 @@ def _facts(record: RequestRecord, now: datetime) -> list[Fact]:
         role = "who holds the role" if r.requester == r.target else "who asked for the grant"
         facts.append(fact("Extends", f"{r.extends}, asked by {lay.requester_name(record)}, {role}"))
     facts.append(fact("Ticket", _ticket(record)))
+    if record.affected is not None:
+        a = record.affected
+        facts.append(fact("Affected account", f"{a.name or a.upn} ({a.upn}), named on the {a.source}"))
     facts.append(fact("Justification", r.justification, limit=JUSTIFICATION_LIMIT))
     facts.append(fact("Requested", f"{lay.stamp(r.created_at)} ({lay.relative(r.created_at, now)})"))
     facts.append(fact("Decision", lay.decision_summary(record)))
@@ -199,6 +211,33 @@ def _votes(record: RequestRecord, now: datetime) -> list[Element]:
     return [text("Decisions:", bold=True, separator=True), *lay.bullets(lines)]
 
 
+_STEP_WORDS = {"done": "Done", "failed": "FAILED", "refused": "Refused by policy", "skipped": "Skipped",
+               "queued": "Running", "scheduled": "Due"}
+
+
+def _followups(record: RequestRecord, now: datetime) -> list[Element]:
+    """The grant's follow-up steps (session revocation, runbook steps, activity collection) and where each stands;
+    the activity passes as one line: the latest count, and whether more passes follow."""
+    lines = []
+    for step in record.steps:
+        if step.kind in {"plan", "activity", "ended_notice"}:
+            continue
+        when = f" {lay.clock(step.due_at, now)}" if step.status == "scheduled" else ""
+        detail = f": {step.detail}" if step.detail and step.status != "scheduled" else ""
+        lines.append(f"{step.label}: {_STEP_WORDS[step.status]}{when}{detail}")
+    passes = [s for s in record.steps if s.kind == "activity"]
+    done = [s for s in passes if s.status == "done"]
+    if done:
+        more = any(s.pending for s in passes)
+        lines.append(f"What was done while elevated: {done[-1].detail}" + ("; collecting again as Entra's logs arrive"
+                                                                           if more else ""))
+    elif passes:
+        lines.append("What was done while elevated: being collected from Entra's logs")
+    if not lines:
+        return []
+    return [text("Follow-up:", bold=True, separator=True), *lay.bullets(lines)]
+
+
 # --- actions --------------------------------------------------------------------------------------------------
 
 def _actions(record: RequestRecord, viewer: Viewer) -> list[Action]:
@@ -209,6 +248,15 @@ def _actions(record: RequestRecord, viewer: Viewer) -> list[Action]:
     if viewer == "requester" and record.state is State.ACTIVE:
         return _holder_actions(record)
     return []
+
+
+def _approver_inputs(record: RequestRecord, viewer: Viewer) -> list[Element]:
+    """An optional comment Approve sends along (an input in the body travels with the card's own actions, so
+    approving stays one click)."""
+    if viewer != "approver" or record.state is not State.PENDING_APPROVAL:
+        return []
+    return [text_input(INPUT_COMMENT, label="Comment (optional; the requester sees it, the audit log keeps it)",
+                       multiline=True, max_length=COMMENT_MAX, placeholder="e.g. only the CA fix, nothing else")]
 
 
 def _approver_actions(record: RequestRecord) -> list[Action]:

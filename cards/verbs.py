@@ -34,7 +34,9 @@ INPUT_DURATION = "duration"
 INPUT_JUSTIFICATION = "justification"
 INPUT_TICKET = "ticket"
 INPUT_TARGET = "target"
+INPUT_AFFECTED = "affected"  # the incident's affected account, for runbook steps
 INPUT_REASON = "reason"  # deny reason
+INPUT_COMMENT = "comment"  # an approver's optional comment on Approve
 INPUT_MINUTES = "minutes"  # extension
 
 

@@ -27,10 +27,13 @@ def decision_text(record: RequestRecord) -> str:
     """An approval is announced by its grant job after the Graph request, so it says how the grant went too."""
     subject = f"Your request {record.id} for {record.decision.entitlement_name}"
     state = record.state
+    comments = "".join(f" {a.approver_name or a.approver} wrote: “{a.reason}”." for a in record.approvals
+                       if a.reason and a.verdict.value == "approve")
     if state is State.ACTIVE and record.grant is not None:
-        return f"{subject} was approved; the access is active until {record.grant.ends_at:%Y-%m-%d %H:%M} UTC."
+        return (f"{subject} was approved; the access is active until {record.grant.ends_at:%Y-%m-%d %H:%M} UTC."
+                f"{comments}")
     if state in {State.APPROVED, State.ACTIVATING}:
-        return f"{subject} was approved; the access is being set up."
+        return f"{subject} was approved; the access is being set up.{comments}"
     if state is State.APPLIED:
         return f"{subject} was approved and added to {record.request.extends}."
     if state is State.FAILED:

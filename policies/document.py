@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from policies.closing import OnEnd, RunbookAttachments, RunbookStep, WarnBefore, closing_risks, runbook_references
 from policies.durations import DurationError, parse_duration
 from policies.model import Person
 from policies.tier0 import tier0_name
@@ -190,6 +191,10 @@ class Lane(Doc):
     auto_approve_when: AutoApprove | None = None
     approvers: list[str] | None = None
     quorum: StrictInt | None = Field(default=None, ge=1, le=10)
+    # Each replaces its entitlement's when given (policies.closing).
+    on_end: list[OnEnd] | None = None
+    runbooks: RunbookAttachments | None = None
+    warn_before: WarnBefore | None = None
 
 
 class Entitlement(Doc):
@@ -207,6 +212,10 @@ class Entitlement(Doc):
     # Whoever asks for someone else, the person receiving the role must be eligible for the path taken.
     target_must_be_eligible: StrictBool = True
     lanes: list[Lane] = []
+    # What happens around the end of a grant (policies.closing): unset on_end revokes sessions for tier-0 roles.
+    on_end: list[OnEnd] | None = None
+    runbooks: RunbookAttachments | None = None
+    warn_before: WarnBefore | None = None
 
 
 class JustificationRules(Doc):
@@ -397,6 +406,7 @@ class PolicyDocument(Doc):
     least_privilege: list[TaskHint] = []
     approval: ApprovalTiming = ApprovalTiming()
     webhooks: WebhookRules = WebhookRules()
+    runbooks: dict[Annotated[str, Field(pattern=KEY)], RunbookStep] = {}
     # Who approves when a rule (unusual timing, a freeze) sends a no-approval entitlement to a human.
     fallback_approvers: list[str] = []
     emergency_accounts: EmergencyAccounts = EmergencyAccounts()
@@ -620,6 +630,7 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
         if re.fullmatch(pattern, ""):
             problems.append(_problem(("tickets", "patterns", kind), "pattern matches an empty string"))
     problems += _check_emergency(doc)
+    problems += [_problem(loc, message) for loc, message in runbook_references(doc)]
     return problems
 
 
@@ -651,6 +662,7 @@ def policy_risks(doc: PolicyDocument) -> list[Problem]:
                 problems.append(_problem(("entitlements", i, "lanes", k, "auto_approve_when"),
                                          f"lane {lane.id!r} approves {name}, a tier-0 role, by rule with no "
                                          f"condition"))
+    problems += [_problem(loc, message) for loc, message in closing_risks(doc)]
     if not doc.denylist.object_ids and not doc.denylist.upn_patterns:
         problems.append(_problem(("denylist",), "the denylist is empty: emergency-access and service accounts can "
                                                 "be elevated like anyone else"))

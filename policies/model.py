@@ -85,6 +85,7 @@ class TicketFacts(Frozen):
     short_description: str = ""
     url: str | None = None
     sys_id: str | None = None
+    affected: str | None = None  # the incident's affected account (UPN / e-mail), from a configured ticket field
 
 
 class ActiveGrantFact(Frozen):

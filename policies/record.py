@@ -6,6 +6,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from policies.closing import AffectedAccount, StepStatus
 from policies.lifecycle import Event, State, next_state
 from policies.model import (
     Actor,
@@ -42,6 +43,8 @@ class RequestRecord(Frozen):
     end_reason: str | None = None
     notes: tuple[str, ...] = ()
     triage: Provenance | None = None  # where each field came from (Teams intake only)
+    affected: AffectedAccount | None = None  # the account a security incident is about (runbook subject)
+    steps: tuple[StepStatus, ...] = ()  # follow-up steps around the grant's end (services.workflow.followup)
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -66,9 +69,21 @@ class RequestRecord(Frozen):
     def terms_digest(self) -> str:
         """Binds votes to what was asked: entitlement, target, duration, ticket and justification."""
         r = self.request
-        blob = "\x1f".join([r.id, r.entitlement, r.target, str(int(r.duration.total_seconds())), r.ticket or "",
-                            r.justification, r.lane or self.decision.lane or ""])
+        parts = [r.id, r.entitlement, r.target, str(int(r.duration.total_seconds())), r.ticket or "",
+                 r.justification, r.lane or self.decision.lane or ""]
+        if self.affected is not None:  # a vote also approves the runbook steps acting on this account
+            parts.append(self.affected.object_id)
+        blob = "\x1f".join(parts)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def step(self, key: str) -> StepStatus | None:
+        return next((s for s in self.steps if s.key == key), None)
+
+    def with_step(self, step: StepStatus, at: datetime) -> RequestRecord:
+        """The record with `step` added or replacing the step of the same key."""
+        if self.step(step.key) is None:
+            return self.with_changes(at, steps=(*self.steps, step))
+        return self.with_changes(at, steps=tuple(step if s.key == step.key else s for s in self.steps))
 
     def votes(self, verdict: Verdict) -> list[Approval]:
         return [a for a in self.approvals if a.verdict is verdict]

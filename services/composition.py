@@ -22,7 +22,7 @@ import redis
 from policies.document import PolicyDocument
 from policies.model import GrantMode
 from services.clock import Clock, OffsetClock, SystemClock
-from services.ports import Directory, Graph, IdentityLogs, Teams, Ticketing
+from services.ports import Directory, Graph, IdentityLogs, RunbookHooks, Teams, Ticketing
 from services.settings import ConfigurationError, Settings
 from services.state.anchors import AnchorFile
 from services.state.audit import AuditLog
@@ -35,6 +35,7 @@ from services.workflow.access import AccessService
 from services.workflow.activation import GrantService
 from services.workflow.emergency.checklist import Checklist
 from services.workflow.emergency.watch import EmergencyWatch
+from services.workflow.followup import FollowUps, WebhookConfig
 from services.workflow.install import AppInstaller
 from services.workflow.notify import ChannelConfig, Notifier
 from services.workflow.policy_watch import PolicyWatch
@@ -100,9 +101,11 @@ class Services:
     """The workflow and the clients, built on a Runtime."""
 
     def __init__(self, runtime: Runtime, *, graph: Graph | None = None, teams: Teams | None = None,
-                 ticketing: Ticketing | None = None, directory: Directory | None = None):
+                 ticketing: Ticketing | None = None, directory: Directory | None = None,
+                 hooks: RunbookHooks | None = None):
         self.runtime = runtime
         self.settings = runtime.settings
+        self._hooks = hooks
         self._graph = graph
         self._teams = teams
         self._ticketing = ticketing
@@ -201,7 +204,28 @@ class Services:
     def reconciler(self) -> Reconciler:
         return Reconciler(store=self.runtime.store, audit=self.runtime.audit, queue=self.queue,
                           notifier=self.notifier, clock=self.runtime.clock,
-                          interval=timedelta(seconds=self.settings.reconcile_interval_s))
+                          interval=timedelta(seconds=self.settings.reconcile_interval_s), followups=self.followups)
+
+    @cached_property
+    def hooks(self) -> RunbookHooks:
+        if self._hooks is not None:
+            return self._hooks
+        from services.clients.runbook_hooks import RunbookWebhookClient
+        return RunbookWebhookClient()
+
+    @cached_property
+    def followups(self) -> FollowUps:
+        s = self.settings
+        webhooks = WebhookConfig(
+            endpoints={name: url.get_secret_value() for name, url in s.runbook_webhooks.items()},
+            secret=s.runbook_webhook_secret.get_secret_value().encode() if s.runbook_webhook_secret else None)
+        # Clients are reached lazily: planning a step needs none of them.
+        return FollowUps(store=self.runtime.store, audit=self.runtime.audit, queue=self.queue,
+                         policies=self.runtime.policies, clock=self.runtime.clock,
+                         identity_logs=lambda: self.identity_logs, graph=lambda: self.graph, notifier=self.notifier,
+                         hooks=lambda: self.hooks, webhooks=webhooks, ticketing=self.ticketing is not None,
+                         mode=GrantMode(s.grant_mode), interval=timedelta(seconds=s.reconcile_interval_s),
+                         retry_base=timedelta(seconds=s.reconcile_interval_s / 2))
 
     @cached_property
     def foreign_scan(self) -> ForeignAssignmentScan:

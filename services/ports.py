@@ -253,3 +253,26 @@ class Teams(Protocol):
                         tenant_id: str) -> tuple[str, str]:
         """Start a new thread in a channel; returns (conversation id of the thread, activity id)."""
         ...
+
+
+# --- runbook webhooks (Azure Automation, Logic Apps, any HTTPS receiver) ---------------------------------------
+
+class RunbookHookError(ServiceError):
+    """A webhook delivery failed: `kind` is "timeout", "connection" or "http" (with `status`)."""
+
+    def __init__(self, kind: str, status: int | None = None, message: str = ""):
+        self.kind = kind
+        self.status = status
+        self.message = message
+        super().__init__(f"webhook {kind}{f' {status}' if status else ''}{': ' + message if message else ''}")
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt later: no answer, or an answer that says "not now"."""
+        return self.kind in {"timeout", "connection"} or self.status in {408, 425, 429} or (self.status or 0) >= 500
+
+
+class RunbookHooks(Protocol):
+    def deliver(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+        """POST `body` once (the caller retries); the 2xx status, or RunbookHookError."""
+        ...

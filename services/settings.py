@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     itsm_webhook_secret: SecretStr | None = Field(None, validation_alias=_env("BREAKGLASS_ITSM_WEBHOOK_SECRET"))
     itsm_webhook_max_skew_s: int = Field(300, ge=10, le=3600, validation_alias=_env(
         "BREAKGLASS_ITSM_WEBHOOK_MAX_SKEW"))
+    # The ticket field naming the account an incident is about (ServiceNow: a reference to sys_user such as
+    # u_affected_user, or caller_id); a runbook `revoke_sessions` step for `affected_account` acts on it.
+    itsm_affected_field: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,80}$",
+                                            validation_alias=_env("BREAKGLASS_ITSM_AFFECTED_FIELD"))
+    # Runbook webhooks: endpoint name (as the policy's runbooks name it) -> URL. A secret: Azure Automation and Logic
+    # Apps URLs carry the receiver's token. Every delivery is HMAC-signed with the webhook secret.
+    runbook_webhooks: dict[str, SecretStr] = Field(default_factory=dict,
+                                                   validation_alias=_env("BREAKGLASS_RUNBOOK_WEBHOOKS"))
+    runbook_webhook_secret: SecretStr | None = Field(None, validation_alias=_env("BREAKGLASS_RUNBOOK_WEBHOOK_SECRET"))
     # When the ticketing system is down: "proceed" grants now and delivers receipts later; "wait" holds the grant.
     receipts_policy: Literal["proceed", "wait"] = Field("proceed", validation_alias=_env(
         "BREAKGLASS_RECEIPTS_POLICY"))
@@ -254,6 +263,23 @@ class Settings(BaseSettings):
                             "processes)")
         if not self.development and (self.audit_hmac_key is None or len(self.audit_hmac_key.get_secret_value()) < 32):
             problems.append("BREAKGLASS_AUDIT_HMAC_KEY must be set to at least 32 characters in production")
+        problems.extend(self._problems_runbooks())
+        return problems
+
+    def _problems_runbooks(self) -> list[str]:
+        if not self.runbook_webhooks:
+            return []
+        problems = []
+        secret = self.runbook_webhook_secret.get_secret_value() if self.runbook_webhook_secret else ""
+        if len(secret) < 32:
+            problems.append("BREAKGLASS_RUNBOOK_WEBHOOKS is set: BREAKGLASS_RUNBOOK_WEBHOOK_SECRET must be at least 32 "
+                            "characters (every delivery is HMAC-signed with it)")
+        for name, url in sorted(self.runbook_webhooks.items()):
+            parts = urlparse(url.get_secret_value())
+            local = self.development and parts.scheme == "http" and is_loopback(parts.hostname or "")
+            if parts.scheme != "https" and not local:
+                problems.append(f"BREAKGLASS_RUNBOOK_WEBHOOKS[{name}] must be an https URL (plain http only to a "
+                                "loopback address in development)")
         return problems
 
     def require(self, *, bot: bool = False, graph: bool = False) -> None:

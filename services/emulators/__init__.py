@@ -11,6 +11,7 @@ Typical use in a test::
         assert graph.calls.count(path="/roleAssignmentScheduleRequests", method="POST") == 1
 """
 
+from .automation import AutomationEmulator
 from .base import Emulator, StateError
 from .botauth import BotAuthEmulator, ChannelTokenMinter, TokenVariant
 from .botconnector import BotConnectorEmulator
@@ -31,6 +32,7 @@ from .tls import ClientCertificate, LocalCA, make_client_certificate, write_comb
 from .tokens import mint_access_token
 
 __all__ = [
+    "AutomationEmulator",
     "BotAuthEmulator",
     "BotConnectorEmulator",
     "CallLog",

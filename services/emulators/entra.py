@@ -37,7 +37,8 @@ DEFAULT_APP_ROLES = (
     # the bot app named in the manifest's webApplicationInfo.id.
     "AppCatalog.Read.All",
     "TeamsAppInstallation.ReadWriteForUser.All",
-    # The emergency-account watch and the risk facts (PROTOCOL_NOTES §8.2, 8.3, 8.5).
+    # Ending sessions, the audit logs, the emergency-account watch and the risk facts (PROTOCOL_NOTES §8.1-8.3, 8.5).
+    "User.RevokeSessions.All",
     "AuditLog.Read.All",
     "Directory.Read.All",
     "IdentityRiskyUser.Read.All",

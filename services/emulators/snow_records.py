@@ -57,6 +57,8 @@ REFERENCES: dict[str, dict[str, str]] = {
         "parent": "task", "sys_domain": "sys_user_group", "company": "core_company", "location": "cmn_location",
         "cmdb_ci": "cmdb_ci", "business_service": "cmdb_ci_service", "problem_id": "problem",
         "rfc": "change_request", "caused_by": "change_request",
+        # The demo instance's custom field (u_ = customer-defined) naming the account an incident is about.
+        "u_affected_user": "sys_user",
     },
     "sys_user": {"manager": "sys_user", "department": "cmn_department", "sys_domain": "sys_user_group"},
     "sys_user_group": {"manager": "sys_user", "parent": "sys_user_group", "sys_domain": "sys_user_group"},

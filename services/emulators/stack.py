@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .automation import AutomationEmulator
 from .base import Emulator
 from .botauth import BotAuthEmulator
 from .botconnector import BotConnectorEmulator
@@ -38,6 +39,7 @@ FACTORIES: dict[str, Callable[..., Emulator]] = {
     "botconnector": BotConnectorEmulator,
     "botauth": BotAuthEmulator,
     "openai": OpenAIEmulator,
+    "automation": AutomationEmulator,
 }
 # --secret NAME=VALUE -> (emulator, constructor keyword)
 SECRET_TARGETS: dict[str, list[tuple[str, str]]] = {
@@ -50,6 +52,7 @@ SECRET_TARGETS: dict[str, list[tuple[str, str]]] = {
     "halo_client_id": [("halo", "client_id")],
     "halo_client_secret": [("halo", "client_secret")],
     "openai_api_key": [("openai", "api_key")],
+    "runbook_webhook_secret": [("automation", "secret")],
 }
 
 

@@ -4,8 +4,10 @@ would send them, against an ephemeral dev stack whose clock runs 60x faster by d
 1. Conditional Access misfire: an Identity On-Call member who is not on shift asks for Global Administrator for
    30 minutes on the P1 incident; the on-call identity lead approves in Teams; the grant, the receipt on the
    ticket and the revocation at expiry follow.
-2. Security incident: the SecOps lead asks Security Administrator for the on-call responder during a P1; it is
-   approved by rule, granted, noticed and revoked at expiry.
+2. Security incident: the SecOps lead asks Security Administrator for the on-call responder during a P1 and names
+   the compromised account; it is approved by rule and granted, a runbook step revokes the compromised account's
+   sessions right after the grant, and at expiry the role is removed, the responder's own sessions are revoked and
+   what the responder did while elevated is collected from Entra's audit log.
 3. An approver who never opened the bot: an IT administrator asks Security Administrator; Priya Natarajan, a
    security lead in no team with the bot, gets the card anyway (breakglass installs its Teams app for her through
    Graph and writes to the new chat), approves from there, and the grant ends at expiry.
@@ -25,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ PEOPLE = {
     "kai": ("cccccccc-0000-0000-0000-000000000007", "Kai Lindqvist"),
     "priya": ("cccccccc-0000-0000-0000-000000000011", "Priya Natarajan"),
     "breakglass01": ("cccccccc-0000-0000-0000-000000000009", "Break Glass 01"),
+    "alex": ("cccccccc-0000-0000-0000-000000000008", "Alex Novak"),
 }
 SPEED = 60.0
 _ids = itertools.count(int(time.time() * 1000))
@@ -68,6 +71,12 @@ STEPS = {
     "grant.revoke_requested": "revocation requested",
     "grant.expired": "revoked at expiry",
     "grant.revoked": "revoked",
+    "runbook.step_completed": "runbook step",
+    "runbook.step_refused": "runbook step refused",
+    "runbook.step_failed": "runbook step failed",
+    "grant.sessions_revoked": "sessions revoked",
+    "grant.sessions_revoke_failed": "sessions NOT revoked",
+    "grant.activity_collected": "activity collected",
 }
 EMERGENCY_STEPS = {
     "emergency.sign_in_detected": "sign-in detected",
@@ -230,6 +239,17 @@ class Demo:
         if ev.event == "teams.app_installed":
             return (f"{PEOPLE_BY_ID.get(d.get('user', ''), d.get('user'))} ({d.get('outcome')}; "
                     f"1:1 chat {str(d.get('chat_id') or '')[:24]}…)")
+        if ev.event.startswith("runbook.step_"):
+            who = PEOPLE_BY_ID.get(d.get("user", ""), d.get("user") or d.get("endpoint", ""))
+            return f"{d.get('step')}: {d.get('outcome') or d.get('reason') or d.get('error')} ({who})"[:200]
+        if ev.event == "grant.sessions_revoked":
+            who = PEOPLE_BY_ID.get(d.get("user", ""), d.get("user"))
+            return f"{who}: refresh tokens and sessions ended after the role was removed (access tokens live on ≤ ~1 h)"
+        if ev.event == "grant.sessions_revoke_failed":
+            return f"{d.get('code')}: on-call alerted"
+        if ev.event == "grant.activity_collected":
+            return (f"pass {d.get('pass')}: {d.get('directory_actions')} directory actions, {d.get('sign_ins')} "
+                    f"sign-ins{' (final)' if d.get('final') else ' so far'}")
         if ev.event == "request.submitted":
             return f"{d.get('entitlement')} for {d.get('duration', 0) // 60} min, ticket {d.get('ticket')}"
         return ""
@@ -261,13 +281,48 @@ class Demo:
         self.say("Scenario 2 — security incident (P1 INC0012346): SecOps asks elevation for the on-call responder")
         text = "Security Admin for 30 minutes for the on-call responder to contain the token theft, INC0012346"
         self.say(f'    Morgan Ellis: "{text}"')
+        self.say("    The compromised account: Alex Novak (alex@contoso.example), named on the form")
         record = self.submit("morgan", text, entitlement="security-admin", target="jordan@contoso.example",
-                             duration="30")
+                             duration="30", affected="alex@contoso.example")
         self.progress(f"{record.id}: {record.decision.summary()}")
         self.wait_state(record.id, {"active"})
-        self.progress(f"granted to Jordan Reyes; waiting for expiry ({self._real(1800)} at {self.speed:g}x)")
+        self._responder_works(record.id)
+        self.progress("granted to Jordan Reyes; the runbook revokes Alex Novak's sessions now")
+        self.wait_step(record.id, "rb-after_grant-contain-affected-account")
+        self.progress(f"waiting for expiry ({self._real(1800)} at {self.speed:g}x); then Jordan's own sessions end "
+                      "and what he did is collected")
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
+        self.wait_step(record.id, "sessions")
+        self.wait_step(record.id, "activity-0")
         return record.id
+
+    def wait_step(self, request_id: str, key: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.runtime.store.get(request_id)
+            step = record.step(key) if record is not None else None
+            if step is not None and not step.pending:
+                return
+            time.sleep(0.2)
+        raise DemoError(f"{request_id}: the follow-up step {key} did not finish in time")
+
+    def _responder_works(self, request_id: str) -> None:
+        """What Jordan does while elevated lands in Entra's directory audit log (the Graph emulator's), for the
+        collection at the end to find."""
+        from services.emulators.fixture_files import response_of
+
+        record = self.runtime.store.require(request_id)
+        assert record.grant is not None
+        row = response_of("graph/directory_audits_filter_user_window.http.json")[2]["value"][0]
+        jordan = PEOPLE["jordan"][0]
+        rows = []
+        for n, (minutes, activity) in enumerate([(2, "Update conditional access policy"), (5, "Reset user password")]):
+            at = (record.grant.starts_at + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+            rows.append({**row, "id": f"Directory_demo_{request_id}_{n}", "activityDateTime": at,
+                         "activityDisplayName": activity,
+                         "initiatedBy": {"app": None, "user": {**row["initiatedBy"]["user"], "id": jordan,
+                                                               "userPrincipalName": "jordan@contoso.example"}}})
+        requests.post(self.stack.urls["graph"] + "/_emulator/state", json={"directory_audits": rows}, timeout=10)
 
     def scenario_three(self) -> str:
         self.say("Scenario 3 — an approver who never opened the bot (INC0012347)")

@@ -314,6 +314,8 @@ class DevStack:
             "GRAPH_BASE_URL": self.urls["graph"] + "/v1.0",
             "REQUESTS_CA_BUNDLE": str(self.data / "ca-bundle.pem"),
             "BREAKGLASS_ITSM": "servicenow",
+            # The demo instance's incidents name the compromised account in this custom field (INC0012346).
+            "BREAKGLASS_ITSM_AFFECTED_FIELD": "u_affected_user",
             "SERVICENOW_INSTANCE_URL": self.urls["servicenow"],
             "SERVICENOW_USERNAME": DEMO_SNOW_USER,
             "SERVICENOW_PASSWORD": DEMO_SNOW_PASSWORD,

@@ -17,6 +17,10 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 # Graph application permissions that allow each step of a proactive installation (PROTOCOL_NOTES §9.1).
 CATALOG_READ = ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 INSTALL_ANY = ("TeamsAppInstallation.ReadWriteForUser.All", "TeamsAppInstallation.ReadWriteAndConsentForUser.All")
+# Ending sessions and reading what a holder did (PROTOCOL_NOTES §8.1-8.3): any of each tuple will do.
+REVOKE_SESSIONS = ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+AUDIT_READ = ("AuditLog.Read.All",)
+DIRECTORY_READ = ("Directory.Read.All", "Directory.ReadWrite.All")
 INSTALL_SELF = ("TeamsAppInstallation.ReadWriteSelfForUser.All",
                 "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All")
 
@@ -239,6 +243,36 @@ class Doctor:
         graph = self.services().graph
         return token_roles(graph.tokens.token()) if hasattr(graph, "tokens") else None
 
+    def closing(self) -> tuple[str, str]:
+        """Can sessions be revoked when a grant ends, and can the audit logs say what its holder did?"""
+        graph = self.services().graph
+        roles = token_roles(graph.tokens.token()) if hasattr(graph, "tokens") else None
+        if roles is None:
+            return WARN, "the Graph token's permissions could not be read"
+        missing = [f"{need[0]} ({why})" for need, why in (
+            (REVOKE_SESSIONS, "revoke sign-in sessions when a grant ends and in runbook steps"),
+            (AUDIT_READ, "collect what a holder did while elevated"),
+            (DIRECTORY_READ, "the sign-in log needs it with AuditLog.Read.All")) if not roles & set(need)]
+        if missing:
+            return FAIL, ("the Graph app lacks " + "; ".join(missing) + " (application, admin consent). Grants still "
+                          "end; this part of the loop stays open and each grant says so.")
+        return OK, ("sessions can be revoked and the audit logs read (sign-in logs also need Entra ID P1/P2; a tenant "
+                    "without it gets the directory audits only)")
+
+    def runbook_webhooks(self) -> tuple[str, str]:
+        policy = self.runtime().policies.current()
+        named = sorted({step.endpoint for step in policy.runbooks.values() if step.endpoint})
+        configured = set(self.settings.runbook_webhooks)
+        if not named:
+            return OK, f"the policy names no webhook endpoint ({len(configured)} configured)"
+        missing = [n for n in named if n not in configured]
+        if missing:
+            return FAIL, (f"the policy's runbook steps call {', '.join(missing)}, missing from "
+                          "BREAKGLASS_RUNBOOK_WEBHOOKS: those steps fail and alert")
+        if not self.settings.runbook_webhook_secret:
+            return FAIL, "BREAKGLASS_RUNBOOK_WEBHOOK_SECRET is not set: webhook deliveries cannot be signed"
+        return OK, f"endpoints configured: {', '.join(named)}"
+
     def manifest(self) -> tuple[str, str]:
         if self.settings.auth_disabled:
             return OK, "development: no app registration needed"
@@ -264,6 +298,8 @@ class Doctor:
             ("Teams outbound", self.teams),
             ("Teams channels", self.channels),
             ("Teams app install", self.teams_install),
+            ("Sessions and audit logs", self.closing),
+            ("Runbook webhooks", self.runbook_webhooks),
             ("Teams app manifest", self.manifest),
             ("emergency watch", self.emergency_watch),
             ("identity risk", self.identity_risk),

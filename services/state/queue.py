@@ -50,6 +50,10 @@ POLICY_WEAKENED = "jobs.notify.policy_weakened"
 WATCH_EMERGENCY = "jobs.emergency.watch"
 DRIVE_EMERGENCY = "jobs.emergency.drive_incident"
 POST_REVIEW = "jobs.review.post_review"
+# Follow-up steps (services.workflow.followup): planned once the grant or its removal is verified, each step its own
+# job on the ordinary queue, so none of them can hold up an access job.
+PLAN_STEPS = "jobs.followup.plan_steps"
+RUN_STEP = "jobs.followup.run_step"
 ACCESS_JOBS = frozenset({ACTIVATE_GRANT, REVOKE_GRANT, EXTEND_GRANT, RECONCILE})
 
 

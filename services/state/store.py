@@ -70,6 +70,11 @@ class Keys:
     def work_due(self) -> str:
         return f"{self.p}:idx:work_due"
 
+    @property
+    def step_due(self) -> str:
+        """Follow-up steps (members "<request id>|<step key>") by the time the reconciler must look at them."""
+        return f"{self.p}:idx:step_due"
+
     def draft(self, draft_id: str) -> str:
         return f"{self.p}:draft:{draft_id}"
 
@@ -316,6 +321,28 @@ class RequestStore:
             pipe.zadd(k.work_due, {new.id: _ts(new.updated_at + self.work_grace)})
         elif old is not None and old.state.working:
             pipe.zrem(k.work_due, new.id)
+        self._index_steps(pipe, old, new)
+
+    def _index_steps(self, pipe: Any, old: RequestRecord | None, new: RequestRecord) -> None:
+        """Follow-up steps have deadlines like working states. Entering ACTIVE, and ending after a grant, leaves a
+        marker (`plan-granted`, `plan-ended`) in the same write: its planning job is then owed, and re-driven if it is
+        lost, until the plan is recorded as a done step."""
+        k = self.keys
+        if old is not None and old.state != new.state:
+            marker = None
+            if new.state is State.ACTIVE:
+                marker = "plan-granted"
+            elif old.state is State.REVOKING and new.state in (State.EXPIRED, State.REVOKED):
+                marker = "plan-ended"
+            if marker is not None and new.step(marker) is None:
+                pipe.zadd(k.step_due, {f"{new.id}|{marker}": _ts(new.updated_at + self.work_grace)})
+        for step in new.steps:
+            before = old.step(step.key) if old is not None else None
+            if step.pending:
+                if before is None or before != step:
+                    pipe.zadd(k.step_due, {f"{new.id}|{step.key}": _ts(step.deadline)})
+            elif before is None or before.pending:
+                pipe.zrem(k.step_due, f"{new.id}|{step.key}")
 
     # --- queries -------------------------------------------------------------------------------------------
 
@@ -370,6 +397,18 @@ class RequestStore:
         """Requests in a working state past their deadline: a range over the deadline index."""
         rows = self.redis.zrangebyscore(self.keys.work_due, "-inf", _ts(now), start=0, num=limit)
         return [m.decode() for m in rows]
+
+    def due_steps(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
+        """(request id, step key) of follow-up steps past their deadline."""
+        rows = self.redis.zrangebyscore(self.keys.step_due, "-inf", _ts(now), start=0, num=limit)
+        return [tuple(m.decode().split("|", 1)) for m in rows]  # type: ignore[misc]
+
+    def next_step_check(self, members: list[tuple[str, str]], at: datetime) -> None:
+        if members:
+            self.redis.zadd(self.keys.step_due, {f"{r}|{k}": _ts(at) for r, k in members}, xx=True)
+
+    def drop_step(self, request_id: str, key: str) -> None:
+        self.redis.zrem(self.keys.step_due, f"{request_id}|{key}")
 
     def work_deadline(self, request_id: str) -> float | None:
         score = self.redis.zscore(self.keys.work_due, request_id)

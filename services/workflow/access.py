@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from policies.approval import ApprovalRefusedError, apply_vote, authorise_vote, current_approvers
-from policies.document import Entitlement
+from policies.closing import AffectedAccount
+from policies.document import Entitlement, PolicyDocument
 from policies.engine import eligible_entitlements, evaluate, ticket_kind
 from policies.lifecycle import Event, InvalidTransitionError, State
 from policies.model import (
@@ -121,6 +122,8 @@ class IntakeInput:
     target: str  # UPN, or "" for the requester
     # API and tests only (never read from card data): an exact duration, e.g. seconds-long grants in tests.
     duration_seconds: int | None = None
+    # The account a security incident is about (UPN), for runbook steps; "" lets the ticket's field name it.
+    affected: str = ""
 
     def __post_init__(self) -> None:
         # Intake: whoever builds the form (a card submit, the ITSM webhook, the CLI), what people typed is cleaned
@@ -128,6 +131,7 @@ class IntakeInput:
         object.__setattr__(self, "justification", clean_input(self.justification, 4000))
         object.__setattr__(self, "ticket", one_line(self.ticket, 40).upper())
         object.__setattr__(self, "target", one_line(self.target, 256))
+        object.__setattr__(self, "affected", one_line(self.affected, 256))
         if self.entitlement is not None:
             object.__setattr__(self, "entitlement", one_line(self.entitlement, 120) or None)
 
@@ -141,7 +145,8 @@ class IntakeInput:
             minutes = None
         return IntakeInput(entitlement=str(values.get("entitlement") or "") or None, duration_minutes=minutes,
                            justification=str(values.get("justification") or ""),
-                           ticket=str(values.get("ticket") or ""), target=str(values.get("target") or ""))
+                           ticket=str(values.get("ticket") or ""), target=str(values.get("target") or ""),
+                           affected=str(values.get("affected") or ""))
 
 
 @dataclass
@@ -266,6 +271,7 @@ class AccessService:
                     result.field_errors["target"] = f"{form.target} was not found in the directory."
                 else:
                     target = found
+        affected = self._affected_from_form(form, policy, result)
         if result.field_errors:
             self._audit_rejected(who, form, result.field_errors, draft_id)
             return result
@@ -278,6 +284,7 @@ class AccessService:
                                justification=form.justification, ticket=ticket_ref, created_at=now,
                                source=source)  # type: ignore[arg-type]
         ticket = self.ticket_facts(ticket_ref) if ticket_ref and ticket_kind(policy, ticket_ref) else None
+        affected = affected or self._affected_from_ticket(ticket)
         facts = self._facts(policy, requester, target, ticket=ticket,
                             active_grants=tuple(self.store.open_grants_of(target.object_id)))
         decision = evaluate(request, facts, now, policy)
@@ -288,8 +295,41 @@ class AccessService:
             result.problems = decision.reasons
             self._audit_rejected(who, form, result.field_errors, draft_id, decision)
             return result
-        result.record = self._create(who, request, decision, requester, target, ticket, draft_id, provenance)
+        result.record = self._create(who, request, decision, requester, target, ticket, draft_id, provenance,
+                                     affected)
         return result
+
+    def _affected_from_form(self, form: IntakeInput, policy: PolicyDocument,
+                            result: SubmitResult) -> AffectedAccount | None:
+        """The affected account typed on the form: a directory user breakglass may act on (never a denylisted one:
+        a runbook step would refuse it anyway, so the form says so at once)."""
+        if not form.affected:
+            return None
+        if not UPN.match(form.affected):
+            result.field_errors["affected"] = ("Give the affected account's sign-in name (name@domain), or leave it "
+                                               "empty.")
+            return None
+        found = self.directory.principal(form.affected)
+        if found is None:
+            result.field_errors["affected"] = f"{form.affected} was not found in the directory."
+            return None
+        if policy.denylist.matches(found.object_id, found.upn):
+            result.field_errors["affected"] = (f"{form.affected} is on the denylist: breakglass never acts on that "
+                                               "account.")
+            return None
+        return AffectedAccount(object_id=found.object_id, name=found.display_name, upn=found.upn, source="form")
+
+    def _affected_from_ticket(self, ticket: TicketFacts | None) -> AffectedAccount | None:
+        """The ticket's affected-account field (BREAKGLASS_ITSM_AFFECTED_FIELD), when it names a directory user."""
+        if ticket is None or not ticket.affected:
+            return None
+        try:
+            found = self.directory.principal(ticket.affected)
+        except DirectoryError:
+            return None
+        if found is None:
+            return None
+        return AffectedAccount(object_id=found.object_id, name=found.display_name, upn=found.upn, source="ticket")
 
     @staticmethod
     def _fixable(decision: Decision) -> bool:
@@ -306,12 +346,12 @@ class AccessService:
 
     def _create(self, who: Who, request: GrantRequest, decision: Decision, requester: Principal,
                 target: Principal, ticket: TicketFacts | None, draft_id: str,
-                provenance: Provenance | None = None) -> RequestRecord:
+                provenance: Provenance | None = None, affected: AffectedAccount | None = None) -> RequestRecord:
         now = request.created_at
         record = RequestRecord(id=request.id, request=request, decision=decision,
                                requester_name=requester.display_name or who.name,
                                target_name=target.display_name, target_upn=target.upn, ticket_facts=ticket,
-                               triage=provenance, created_at=now, updated_at=now)
+                               triage=provenance, affected=affected, created_at=now, updated_at=now)
         event = {Outcome.AUTO_APPROVE: Event.AUTO_APPROVED, Outcome.NEEDS_APPROVAL: Event.SENT_FOR_APPROVAL,
                  Outcome.DENY: Event.POLICY_DENIED}[decision.outcome]
         record = record.apply(event, Actor.system("policy"), now, reason=decision.summary())
@@ -322,6 +362,7 @@ class AccessService:
             "requester": request.requester, "target": request.target, "entitlement": request.entitlement,
             "duration": int(request.duration.total_seconds()), "ticket": request.ticket,
             "justification": request.justification, "source": request.source, "draft": draft_id,
+            **({"affected": affected.object_id, "affected_from": affected.source} if affected else {}),
         })
         self.audit.append("request.decided", actor="system:policy", request_id=record.id, data={
             "outcome": decision.outcome.value, "lane": decision.lane, "reasons": decision.reasons,

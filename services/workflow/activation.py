@@ -368,6 +368,8 @@ class GrantService:
                            jid=job_id("cards", record.id, record.version))
         self.queue.enqueue(jobs.POST_RECEIPT, record.id, "activated", 1,
                            jid=job_id("receipt", record.id, "activated", 1))
+        # Runbook steps and the expiry warning (services.workflow.followup), once the assignment is verified.
+        self.queue.enqueue(jobs.PLAN_STEPS, record.id, "granted", jid=job_id("plan", record.id, "granted"))
 
     def schedule_revoke(self, record: RequestRecord) -> None:
         assert record.grant is not None
@@ -521,6 +523,8 @@ class GrantService:
         self.queue.enqueue(jobs.UPDATE_CARDS, request_id, final.version, jid=job_id("cards", request_id,
                                                                                    final.version))
         self.queue.enqueue(jobs.POST_RECEIPT, request_id, "ended", 1, jid=job_id("receipt", request_id, "ended", 1))
+        if final.state.terminal:  # sessions, runbook steps and activity collection, after the removal (followup)
+            self.queue.enqueue(jobs.PLAN_STEPS, request_id, "ended", jid=job_id("plan", request_id, "ended"))
         return Outcome(request_id, final.state.value, "removed" if removed else "still covered by another grant")
 
     def _remove(self, grant: Grant) -> None:

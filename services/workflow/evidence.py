@@ -4,20 +4,21 @@ and the audit events (with their hashes, so the pack can be checked against the 
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 
-from cards.text import plain_line
 from policies.durations import format_duration
 from policies.record import RequestRecord
 from services.state.audit import AuditEvent
+from services.workflow.activity import activity_lines
+from services.workflow.markdown import md_fence, md_inline
 
 
 def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: datetime,
-             checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+             checkpoint: dict[str, Any] | None = None, activity: dict[str, Any] | None = None) -> dict[str, Any]:
     """`checkpoint`: the audit log's head, signed, when the pack was made. Kept on the ticket, outside Redis, it is
-    an anchor `audit verify --anchor <pack.json>` checks: the log must still reach it."""
+    an anchor `audit verify --anchor <pack.json>` checks: the log must still reach it. `activity`: what the holder
+    did while elevated (services.workflow.activity), once a pass collected it."""
     r, d, g = record.request, record.decision, record.grant
     return {
         "schema": "breakglass.evidence/1",
@@ -43,6 +44,12 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
             "entra_ends_at": g.entra_ends_at.isoformat() if g.entra_ends_at else None},
         "transitions": [t.model_dump(mode="json") for t in record.history],
         "end_reason": record.end_reason,
+        "affected_account": record.affected.model_dump(mode="json") if record.affected else None,
+        "follow_up": [{"step": s.key, "label": s.label, "status": s.status, "detail": s.detail,
+                       "due_at": s.due_at.isoformat(), "attempt": s.attempt,
+                       "finished_at": s.finished_at.isoformat() if s.finished_at else None}
+                      for s in record.steps if s.kind != "plan"],
+        "activity": activity,
         "audit": [{"seq": e.seq, "at": e.at, "event": e.event, "actor": e.actor, "hash": e.hash} for e in events],
         "checkpoint": checkpoint,
     }
@@ -50,23 +57,6 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
 
 def evidence_json(pack: dict[str, Any]) -> bytes:
     return json.dumps(pack, indent=2, ensure_ascii=False).encode()
-
-
-_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
-
-
-def md_inline(value: object) -> str:
-    """A value inside a Markdown line: one line, links defanged, every ASCII punctuation character backslash-escaped
-    (CommonMark lets any of them be escaped), so no heading, list, link, image, table cell or HTML can form."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", plain_line(str(value or ""), 2000))
-
-
-def md_fence(text: str) -> list[str]:
-    """Text kept verbatim in a fenced block whose fence is longer than any run of backticks inside it, so nothing
-    in it renders and nothing in it can close the block early."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return [f"{fence}text", *text.split("\n"), fence]
 
 
 def evidence_markdown(pack: dict[str, Any]) -> bytes:
@@ -91,8 +81,9 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
         lines.append(f"  - {m(reason)}")
     lines.append("")
     lines.append("## Approvals")
-    lines.extend([f"- {a['verdict']} by {m(a['name'] or a['approver'])} at {a['at']}" + (f": {m(a['reason'])}"
-                                                                                      if a["reason"] else "")
+    lines.extend([f"- {a['verdict']} by {m(a['name'] or a['approver'])} at {a['at']}" + (
+                  (f", comment: {m(a['reason'])}" if a["verdict"] == "approve" else f": {m(a['reason'])}")
+                  if a["reason"] else "")
                   for a in pack["approvals"]] or ["- approved by rule"])
     lines += ["", "## Grant"]
     if grant:
@@ -102,6 +93,16 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
             lines.append(f"- **End in Entra (read back):** {grant['entra_ends_at']}")
     else:
         lines.append("- none")
+    if pack.get("affected_account"):
+        a = pack["affected_account"]
+        lines += ["", f"- **Affected account:** {md_inline(a.get('name') or a.get('upn'))} (`{a['object_id']}`, "
+                      f"from the {a.get('source')})"]
+    if pack.get("follow_up"):
+        lines += ["", "## Follow-up steps", "", "| step | status | detail |", "|---|---|---|"]
+        lines += [f"| {md_inline(s['label'])} | {s['status']} | {md_inline(s['detail'] or '-')} |"
+                  for s in pack["follow_up"]]
+    if pack.get("activity") or req["state"] in {"expired", "revoked"}:
+        lines += ["", *activity_lines(pack.get("activity"))]
     lines += ["", "## Audit trail", "", "| seq | time | event | actor | hash |", "|---|---|---|---|---|"]
     lines += [f"| {e['seq']} | {e['at']} | {e['event']} | {m(e['actor'])} | `{e['hash'][:16]}…` |"
               for e in pack["audit"]]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from cards.approval import approval_base_card, approval_card, decided_card
 from cards.lists import message_card
-from cards.receipt import alert_card, grant_receipt_card
+from cards.notice import with_notice
+from cards.receipt import alert_card, ended_card, grant_receipt_card
 from cards.status import request_card
 from cards.text import plain_line
 from policies.approval import current_approvers
@@ -275,6 +277,45 @@ class Notifier:
             channel.tenant_id or self.channels.tenant_id)
         self._add_cards(request_id, [CardRef(service_url=channel.service_url, conversation_id=conv,
                                              activity_id=activity, audience="channel")])
+        return True
+
+    def expiry_warning(self, request_id: str, left: timedelta) -> bool:
+        """The holder's warning that the grant is about to end, on their card with Extend and Deactivate (a card this
+        message stores, so its buttons are bound to it like any other copy). False when they cannot be reached."""
+        record = self.store.require(request_id)
+        if record.grant is None:
+            return False
+        target = self._personal(record.request.target, name=record.target_name, request_id=request_id)
+        if isinstance(target, NotReached):
+            return False
+        minutes = max(1, round(left.total_seconds() / 60))
+        text = (f"Your {record.decision.entitlement_name} access ({record.id}) ends at "
+                f"{record.grant.ends_at:%H:%M} UTC, in {minutes} minute{'s' if minutes != 1 else ''}. Extend it if "
+                "you need more time, or deactivate it now if you are done.")
+        card = with_notice(request_card(record, now=self.clock.now(), viewer="requester"), text, "warning")
+        try:
+            activity_id = self.teams.send(target.service_url, target.conversation_id, card_activity(card, text))
+        except TeamsError:
+            return False
+        self._add_cards(request_id, [CardRef(service_url=target.service_url, conversation_id=target.conversation_id,
+                                             activity_id=activity_id, audience="requester",
+                                             user_id=target.teams_id or None)])
+        return True
+
+    def ended_notice(self, request_id: str, facts: list[tuple[str, str]]) -> bool:
+        """A new message in the approvals channel when a grant ended (not only the card updated in place)."""
+        record = self.store.require(request_id)
+        channel = self.channel("approvals")
+        if channel is None:
+            return False
+        title = f"Access ended: {record.decision.entitlement_name} for {record.target_name or record.request.target}"
+        try:
+            self.teams.post_to_channel(channel.service_url, channel.channel_id,
+                                       card_activity(ended_card(title, facts), title),
+                                       channel.tenant_id or self.channels.tenant_id)
+        except TeamsError as exc:
+            log.warning("end notice could not be posted", extra={"request_id": request_id, "status": exc.status})
+            return False
         return True
 
     def alert(self, title: str, facts: list[tuple[str, str]], severity: str = "warning", details: str = "") -> bool:

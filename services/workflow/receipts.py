@@ -26,6 +26,7 @@ from services.state.audit import AuditLog
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore
 from services.workflow.evidence import evidence, evidence_json, evidence_markdown
+from services.workflow.followup import SESSIONS_CAVEAT
 from services.workflow.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ def note_field(value: object) -> str:
     """A value (a requester's words, a name, an error from Graph) inside a ticket note: folded onto the note's one
     line, so it never starts a line of its own, and never carrying our "[breakglass]" marker."""
     return _OUR_MARK.sub("(breakglass", one_line(value))
+
+
+def approver_comments(record: RequestRecord) -> str:
+    """" Dana Whitfield wrote: “…”." for each approval that came with a comment (already cleaned at intake)."""
+    return "".join(f" {a.approver_name or a.approver} wrote: “{one_line(a.reason, 500)}”." for a in record.approvals
+                   if a.reason and a.verdict.value == "approve")
 
 
 def rollback_plan(record: RequestRecord) -> str:
@@ -159,6 +166,10 @@ class Receipts:
     def _parts(self, record: RequestRecord, kind: str) -> dict[str, Any]:
         parts: dict[str, Any] = {}
         ticket = self._ticket(record)
+        if kind.startswith("activity-"):  # a pass found something new (or is the last): the pack, updated
+            if self.ticketing is not None and ticket is not None:
+                parts["ticket_evidence"] = lambda: self._attach(record, ticket, kind)
+            return parts
         if self.ticketing is not None and ticket is not None:
             parts["ticket_note"] = lambda: self.ticketing.add_note(ticket, self.note_text(record, kind))  # type: ignore[union-attr]
             if kind in {"activated", "ended"}:
@@ -181,9 +192,13 @@ class Receipts:
     def _attach(self, record: RequestRecord, ticket: TicketFacts, kind: str) -> None:
         assert self.ticketing is not None
         # A signed checkpoint goes with the pack: the ticket is outside Redis, so it anchors the log (see anchors.py).
-        pack = evidence(record, self.audit.for_request(record.id), self.clock.now(), self.audit.checkpoint())
-        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.json", evidence_json(pack), "application/json")
-        self.ticketing.attach(ticket, f"breakglass-{record.id}-{kind}.md", evidence_markdown(pack), "text/markdown")
+        activity = self.store.get_doc("activity", record.id)
+        pack = evidence(record, self.audit.for_request(record.id), self.clock.now(), self.audit.checkpoint(),
+                        activity={**activity["activity"], "pass": activity["pass"], "final": activity["final"],
+                                  "digest": activity["digest"]} if activity else None)
+        name = f"{kind}-final" if kind.startswith("activity-") and activity and activity.get("final") else kind
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{name}.json", evidence_json(pack), "application/json")
+        self.ticketing.attach(ticket, f"breakglass-{record.id}-{name}.md", evidence_markdown(pack), "text/markdown")
 
     @staticmethod
     def note_text(record: RequestRecord, kind: str) -> str:
@@ -193,7 +208,8 @@ class Receipts:
         f = note_field
         role, who = f(d.entitlement_name), f(record.target_name or r.target)
         if kind == "activated" and g is not None:
-            approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value})" for a in record.approvals)
+            approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value}"
+                                  + (f", comment: {f(a.reason)}" if a.reason else "") + ")" for a in record.approvals)
             return (f"[breakglass] {role} granted to {who} from {g.starts_at:%Y-%m-%d %H:%M:%S} UTC "
                     f"until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC ({format_duration(g.ends_at - g.starts_at)}), "
                     f"{g.mode.value} mode. Request {record.id} by {f(record.requester_name or r.requester)}; "
@@ -204,11 +220,34 @@ class Receipts:
                     f"{f(record.failure)}. On-call has been alerted.")
         if kind == "extended" and g is not None:
             return f"[breakglass] {role} for {who} extended until {g.ends_at:%Y-%m-%d %H:%M:%S} UTC."
+        if kind.startswith("step-"):
+            return Receipts.step_note(record, kind.removeprefix("step-"))
         if kind == "ended":
             how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({f(record.end_reason or 'revoked')})"}
             return (f"[breakglass] {role} for {who} {how.get(record.state, record.state.value)}; "
                     f"the role assignment was removed (request {record.id}).")
         return f"[breakglass] {record.id}: {kind}"
+
+    @staticmethod
+    def step_note(record: RequestRecord, key: str) -> str:
+        """A follow-up step's outcome on the ticket: what it did, honestly, or why it did not."""
+        f = note_field
+        step = record.step(key)
+        role, who = f(record.decision.entitlement_name), f(record.target_name or record.request.target)
+        if step is None:
+            return f"[breakglass] {record.id}: follow-up step {f(key)}"
+        if step.kind == "sessions":
+            if step.status == "done":
+                at = step.detail.removeprefix("revoked at ")
+                return (f"[breakglass] Sign-in sessions of {who} revoked at {f(at)} after {role} ended (request "
+                        f"{record.id}). {SESSIONS_CAVEAT.format(at=f(at))}")
+            return (f"[breakglass] Sign-in sessions of {who} could NOT be revoked after {role} ended (request "
+                    f"{record.id}): {f(step.detail)}. On-call has been alerted; revoke them in Entra admin center > "
+                    "Users > the user > Revoke sessions.")
+        outcome = {"done": "done", "failed": "FAILED", "refused": "REFUSED by policy", "skipped": "skipped"}
+        tail = " On-call has been alerted." if step.status == "failed" else ""
+        return (f"[breakglass] {f(step.label)} ({record.id}, {role} for {who}): {outcome.get(step.status, step.status)}"
+                f" - {f(step.detail)}.{tail}")
 
     @staticmethod
     def requester_text(record: RequestRecord, kind: str) -> str:
@@ -218,7 +257,7 @@ class Receipts:
                 # The approval's notice and the grant's receipt are one message (GrantService._announce_approval
                 # leaves an active grant to this one).
                 return (f"Your request {record.id} for {d.entitlement_name} was approved; the access is active until "
-                        f"{g.ends_at:%Y-%m-%d %H:%M} UTC.")
+                        f"{g.ends_at:%Y-%m-%d %H:%M} UTC.{approver_comments(record)}")
             return f"{d.entitlement_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
         if kind == "failed":
             return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from policies.lifecycle import Event, State
 from policies.model import Actor, GrantMode
@@ -32,6 +33,9 @@ from services.state.queue import JobQueue, JobState, job_id
 from services.state.store import RequestStore
 from services.workflow.activation import revoke_job_id, revoke_retry_job_id
 from services.workflow.notify import Notifier
+
+if TYPE_CHECKING:
+    from services.workflow.followup import FollowUps
 
 log = logging.getLogger(__name__)
 ACTOR = Actor.system("reconciler")
@@ -83,7 +87,9 @@ GRANT = Step("grant", _grant_jobs, lambda r: (jobs.ACTIVATE_GRANT, (r.id,), job_
 REVOKE = Step("revoke", _revoke_step_jobs, lambda r: (
     jobs.REVOKE_GRANT, (r.id, r.grant.generation, r.end_reason or "revoked"),  # type: ignore[union-attr]
     job_id("revoke", r.id, r.grant.generation, "reconcile"), True), _expiry_revoke)  # type: ignore[union-attr]
-# Runbook or session steps, when they exist, are rows here (and their states in policies.lifecycle.WORKING).
+# Follow-up steps (session revocation, runbook steps, activity passes, the expiry warning) carry no request state:
+# each has its own deadline in the record and its own index; `FollowUps.tick` is their row (see services.workflow.
+# followup), run by every tick below.
 STEPS: dict[State, Step] = {
     State.APPROVED: GRANT,  # a grant awaiting its job; an extension awaiting its application (same job)
     State.ACTIVATING: GRANT,
@@ -100,6 +106,7 @@ class TickReport:
     resumed_activations: list[str] = field(default_factory=list)
     resumed_revocations: list[str] = field(default_factory=list)
     redriven_jobs: list[str] = field(default_factory=list)
+    started_steps: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not any(vars(self).values())
@@ -107,8 +114,9 @@ class TickReport:
 
 class Reconciler:
     def __init__(self, *, store: RequestStore, audit: AuditLog, queue: JobQueue, notifier: Notifier | None,
-                 clock: Clock, interval: timedelta = timedelta(seconds=30)):
+                 clock: Clock, interval: timedelta = timedelta(seconds=30), followups: FollowUps | None = None):
         self.store = store
+        self.followups = followups
         self.audit = audit
         self.queue = queue
         self.notifier = notifier
@@ -128,6 +136,10 @@ class Reconciler:
         self._upcoming(now, report)
         self._approvals(now, report)
         self._working(now, report)
+        if self.followups is not None:
+            started, redriven = self.followups.tick(now)
+            report.started_steps += started
+            report.redriven_jobs += redriven
         self.store.redis.set(self.last_run_key, now.timestamp())
         if not report.empty():
             self.audit.append("reconciler.acted", actor=ACTOR.object_id, data=vars(report))

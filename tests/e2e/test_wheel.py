@@ -73,6 +73,11 @@ def test_breakglass_demo_runs_from_the_installed_wheel_outside_the_checkout(inst
     # Scenario 4: the emergency account's sign-in becomes a P1, an alert and a checklist that is worked to the end.
     assert "Scenario 4" in out and "P1 incident opened" in out and "alert posted" in out
     assert out.count("checklist ticked") == 4 and "incident closed" in out
+    # Scenario 2 closes the loop: the compromised account's sessions right after the grant, the responder's own at
+    # expiry, and what he did while elevated.
+    assert "runbook step" in out and "contain-affected-account: sessions revoked (Alex Novak)" in out
+    assert "sessions revoked" in out and "Jordan Reyes: refresh tokens and sessions ended" in out
+    assert "activity collected" in out and "pass 0: 2 directory actions" in out
     assert "audit verify: OK" in out
     assert not (outside / ".state").exists(), "the demo wrote state into the working directory"
     # It ends what it started (the embedded redis-server names its socket under TMPDIR) and removes its directory.

@@ -103,7 +103,7 @@ def build_ticketing(settings: Settings, redis_client: redis.Redis | None = None)
         assert settings.servicenow_instance_url and settings.servicenow_username and settings.servicenow_password
         return ServiceNowTicketing(settings.servicenow_instance_url, settings.servicenow_username,
                                    settings.servicenow_password.get_secret_value(), timeout=settings.itsm_timeout_s,
-                                   retry=retry)
+                                   retry=retry, affected_field=settings.itsm_affected_field)
     if settings.itsm == "freshservice":
         from services.clients.itsm.freshservice import FreshserviceTicketing
 

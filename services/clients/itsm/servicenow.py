@@ -76,8 +76,11 @@ class ServiceNowTicketing:
     system = "servicenow"
 
     def __init__(self, instance_url: str, username: str, password: str, *, timeout: float = 10.0,
-                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep):
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 affected_field: str | None = None):
         self.base_url = instance_url.rstrip("/")
+        # A reference to sys_user naming the incident's affected account (u_affected_user, caller_id, ...).
+        self.affected_field = affected_field
         self.http = HttpClient("servicenow", base_url=self.base_url, timeout=timeout, retry=retry,
                                basic_auth=(username, password), sleep=sleep)
 
@@ -102,6 +105,8 @@ class ServiceNowTicketing:
         fields = ["sys_id", "number", "state", "active", "priority", "short_description", f"{caller}.email",
                   f"{caller}.user_name", "assigned_to.email", "assigned_to.user_name", "assignment_group",
                   "assignment_group.name"]
+        if self.affected_field:
+            fields += [f"{self.affected_field}.email", f"{self.affected_field}.user_name"]
         rows = self._rows("ticket lookup", info.table, {
             "sysparm_query": f"number={normalised}", "sysparm_limit": 1, "sysparm_fields": ",".join(fields),
             "sysparm_display_value": "all", "sysparm_exclude_reference_link": "true"})
@@ -132,7 +137,9 @@ class ServiceNowTicketing:
             assignment_group=value("assignment_group.name") or shown("assignment_group") or None,
             assignment_group_members=self._group_members(group_id),
             short_description=value("short_description"),
-            url=f"{self.base_url}/{info.table}.do?sys_id={sys_id}" if sys_id else None, sys_id=sys_id or None)
+            url=f"{self.base_url}/{info.table}.do?sys_id={sys_id}" if sys_id else None, sys_id=sys_id or None,
+            affected=_identity(value(f"{self.affected_field}.email"), value(f"{self.affected_field}.user_name"))
+            if self.affected_field else None)
 
     def _group_members(self, group_sys_id: str) -> frozenset[str]:
         if not _SYS_ID.fullmatch(group_sys_id or ""):
