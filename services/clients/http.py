@@ -472,6 +472,8 @@ class HttpClient:
         if status in RETRY_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES \
                 else None
+            if limited and retry_after:
+                self.limiter.hold(retry_after)  # type: ignore[union-attr]
             raise _Retry("http", response=response, retry_after=retry_after)
         code, message = self.error_parser(response)
         raise UpstreamError(self.service, method, url, status=status, code=code, message=message,

@@ -47,6 +47,20 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return {1, math.floor(wait)}
 """
 
+# KEYS[1]: TAT key. ARGV: hold (us), tolerance (us). Moves the TAT so that the next reservation waits at least
+# `hold` from now; never earlier than a TAT already further out.
+GCRA_HOLD_LUA = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local until_tat = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat < until_tat then
+  redis.call('SET', KEYS[1], string.format('%.0f', until_tat), 'PX', math.ceil((until_tat - now) / 1000) + 1000)
+end
+return 1
+"""
+
 
 class RateLimitTimeout(ServiceError):
     """The next slot is further away than the caller is willing to wait; nothing was reserved."""
@@ -77,6 +91,10 @@ class _LocalGcra:
             self._tat = tat + self.interval_us
             return True, wait
 
+    def hold(self, hold_us: float) -> None:
+        with self._lock:
+            self._tat = max(self._tat, self._now_us() + hold_us + self.tolerance_us)
+
 
 class RateLimiter:
     """At most `rate` acquisitions per second across all processes sharing `key`, with bursts of `burst`."""
@@ -99,6 +117,7 @@ class RateLimiter:
         self._sleep = sleep
         self._monotonic = monotonic
         self._script = client.register_script(GCRA_RESERVE_LUA) if client is not None else None
+        self._hold_script = client.register_script(GCRA_HOLD_LUA) if client is not None else None
         self._local = _LocalGcra(self.interval_us, self.tolerance_us, lambda: time.monotonic() * 1_000_000)
         self._warned_at = -math.inf
 
@@ -125,6 +144,19 @@ class RateLimiter:
                 log.warning("rate limiter falling back to process-local pacing: Redis unavailable",
                             extra={"limiter": self.key, "error": type(exc).__name__})
             return self._local.reserve(max_wait_us)
+
+    def hold(self, seconds: float) -> None:
+        """Nobody sharing the key gets a slot for `seconds` from now (an upstream's Retry-After: throttling is
+        per app and tenant, so every process waits it out, not only the one that was told)."""
+        hold_us = math.ceil(max(0.0, seconds) * 1_000_000)
+        self._local.hold(hold_us)
+        if self._hold_script is None:
+            return
+        try:
+            self._hold_script(keys=[self.key], args=[hold_us, self.tolerance_us])
+        except redis.RedisError as exc:
+            log.warning("rate limiter hold kept in this process only: Redis unavailable",
+                        extra={"limiter": self.key, "error": type(exc).__name__})
 
     def acquire(self, timeout: float | None = 30.0) -> float:
         """Block until this caller may proceed; returns the seconds waited."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -216,6 +217,33 @@ def test_retry_after_is_honoured(graph: GraphClient, graph_stack: GraphStack) ->
     assert (first.status, second.status) == (429, 201)
     assert second.monotonic - first.monotonic >= 1.5
     assert graph.http.stats.throttled == 1 and graph.http.stats.waited_s >= 1.5
+
+
+def test_a_retry_after_holds_every_writer_sharing_the_limiter(graph_stack: GraphStack,
+                                                            redis_client: redis.Redis) -> None:
+    """Throttling is per app and tenant: once one worker is told to wait, another worker's write waits too,
+    instead of arriving before the Retry-After (and being throttled in turn)."""
+    told_to_wait = threading.Event()
+
+    def waiting(seconds: float) -> None:
+        told_to_wait.set()
+        time.sleep(seconds)
+
+    def writer(**kwargs) -> GraphClient:
+        return GraphClient(graph_stack.graph_base, TokenProvider.for_graph(graph_stack.settings(), redis_client),
+                           retry=FAST, limiter=RateLimiter(redis_client, "bgt:ratelimit:graph-writes", rate=100,
+                                                           burst=10), **kwargs)
+    first, second = writer(sleep=waiting), writer()
+    second.user(RILEY["upn"])  # token first, so only the writes are timed
+    graph_stack.graph.add_fault(path=REQUESTS, method="POST", status=429, headers={"Retry-After": "0.8"}, times=1)
+    throttled = threading.Thread(target=assign, args=(first,))
+    throttled.start()
+    assert told_to_wait.wait(10)  # the first writer has its 429 and waits out the Retry-After
+    assign(second, principal=SAM["object_id"])
+    throttled.join(10)
+    calls = posts(graph_stack)
+    assert [c.status for c in calls] == [429, 201, 201]
+    assert min(c.monotonic for c in calls[1:]) - calls[0].monotonic >= 0.8
 
 
 def test_retry_after_beyond_the_budget_gives_up_at_once(graph: GraphClient, graph_stack: GraphStack) -> None:

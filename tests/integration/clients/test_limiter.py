@@ -116,3 +116,24 @@ def test_rate_and_burst_are_validated(redis_client: redis.Redis) -> None:
         RateLimiter(redis_client, KEY, rate=0)
     with pytest.raises(ValueError):
         RateLimiter(redis_client, KEY, rate=1, burst=0)
+
+
+def test_a_hold_makes_every_process_wait_it_out(redis_client: redis.Redis) -> None:
+    """Graph's Retry-After is for the app, not for the one request: after `hold`, the next slot anyone sharing the
+    key reserves is no sooner than the hold's end, and a hold never shortens a longer wait already promised."""
+    one = RateLimiter(redis_client, KEY, rate=1000, burst=5)
+    other = RateLimiter(redis_client, KEY, rate=1000, burst=5)
+    assert other.reserve(1.0) == 0.0
+    one.hold(0.4)
+    assert 0.35 <= other.reserve(5.0) <= 0.4
+    one.hold(0.1)  # shorter than the one in force: changes nothing
+    assert 0.3 <= other.reserve(5.0) <= 0.41
+    with pytest.raises(RateLimitTimeout) as caught:
+        other.reserve(0.05)
+    assert 0.3 <= caught.value.retry_after <= 0.41
+
+
+def test_a_hold_without_redis_holds_this_process() -> None:
+    local = RateLimiter(None, KEY, rate=1000, burst=5)
+    local.hold(0.3)
+    assert 0.25 <= local.reserve(5.0) <= 0.3
