@@ -397,7 +397,9 @@ class GrantService:
         try:
             if grant.mode is GrantMode.PIM:
                 instance = self._instance(grant.principal_id, grant.role_definition_id, grant.scope)
-                base = instance.start if instance and instance.start else grant.starts_at
+                # Graph takes whole-second durations: from a start with a fraction (the read-back's), the end
+                # would miss the whole second asked by that fraction; the start moves back under a second instead.
+                base = (instance.start if instance and instance.start else grant.starts_at).replace(microsecond=0)
                 self.graph.update_pim(principal_id=grant.principal_id, role_id=grant.role_definition_id,
                                       scope=grant.scope, start=base, duration=new_end - base,
                                       justification=f"breakglass {original.id} extended by {extension.id}")
