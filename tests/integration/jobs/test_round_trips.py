@@ -8,6 +8,7 @@ from rq.utils import get_version
 from policies.lifecycle import State
 from policies.model import Verdict
 from services.composition import Runtime, Services
+from services.state import commit
 from services.workflow.access import Who
 from tests.conftest import RoundTrips
 from tests.factories import PEOPLE
@@ -21,6 +22,9 @@ def test_an_approval_commits_its_change_event_and_job_in_one_round_trip(product)
     counted = RoundTrips(product.runtime.redis.connection_pool)
     services = Services(Runtime(product.settings, clock=product.clock, client=counted))
     dana = PEOPLE["dana"]
+    # Steady state: the first commit on a fresh Redis server loads the script (SCRIPT LOAD, then EVALSHA again);
+    # every later one finds it cached, as in a running installation (and whatever ran before this test).
+    product.runtime.redis.script_load(commit._COMMIT)
     get_version(counted)  # RQ asks the server's version once per client (cached on it), not per job
     counted.sent.clear()
 
