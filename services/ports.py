@@ -199,6 +199,14 @@ class Graph(Protocol):
         """Direct members (or owners) of the group, lower-cased object ids."""
         ...
 
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """The group (id, displayName, isAssignableToRole, groupTypes, onPremisesSyncEnabled); None if none."""
+        ...
+
+    def group_pim_managed(self, group_id: str) -> bool:
+        """Whether PIM for Groups manages the group (onboarded in the portal; there is no onboarding API)."""
+        ...
+
 
 # --- Teams app installation for a user (Graph teamwork, PROTOCOL_NOTES §9) -----------------------------------
 
