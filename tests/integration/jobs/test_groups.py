@@ -5,6 +5,7 @@ scan, and a group that PIM does not manage failing clearly."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,16 @@ GROUP_ENTITLEMENTS = f"""
 """
 
 
-def group_policy(directory: Path, *, same_role: str = "deny") -> Path:
+def group_policy(directory: Path, *, same_role: str = "deny", on_end: bool = False) -> Path:
     text = Path("policies/default.yaml").read_text()
     marker = "\n# Justifications must say"
     assert marker in text
-    text = text.replace(marker, GROUP_ENTITLEMENTS + marker, 1).replace("same_role: deny", f"same_role: {same_role}")
+    entitlements = GROUP_ENTITLEMENTS
+    if on_end:  # the group's holder loses their sessions at the end, and the runbook step runs after the grant
+        entitlements = entitlements.replace(
+            "    access: member\n    max_duration: 4h\n",
+            "    access: member\n    max_duration: 4h\n    on_end: [revoke_sessions]\n", 1)
+    text = text.replace(marker, entitlements + marker, 1).replace("same_role: deny", f"same_role: {same_role}")
     path = directory / "policy.yaml"
     path.write_text(text)
     return path
@@ -111,6 +117,40 @@ def test_group_pim_assigns_with_an_expiration_reads_back_and_removes_at_the_end(
         notes = product.servicenow.work_notes("INC0012345")
         assert any("Exchange Admins (JIT) (group member) granted to" in n for n in notes)
         assert any("Exchange Admins (JIT) (group member)" in n and "expired" in n for n in notes)
+    finally:
+        product.stop()
+
+
+def test_a_group_grant_is_extended_its_sessions_end_with_it_and_the_evidence_pack_names_it(tmp_path, redis_client,
+                                                                                            redis_url):
+    from services.workflow.access import Who
+    from tests.factories import PEOPLE
+    from tests.integration.jobs.test_followup import attachments, revoked_users, settle
+
+    product = start(tmp_path, redis_client, redis_url, "pim", on_end=True)
+    try:
+        record = submit(product, "sam", seconds=20 * 60, entitlement="exchange-admins")
+        settle(product)
+        original = product.store.get(record.id)
+        assert original.state is State.ACTIVE
+        sam = PEOPLE["sam"]
+        assert product.services.access.extend(record.id, Who(sam.object_id, sam.display_name), 15).code == "extending"
+        settle(product)
+        extended = product.store.get(record.id)
+        assert extended.grant.ends_at == original.grant.ends_at + timedelta(minutes=15)
+        [update] = [c for c in product.graph.calls.list(path=GROUP_REQUESTS, method="POST")
+                    if c.body["action"] == "adminUpdate"]
+        assert (update.body["groupId"], update.body["accessId"]) == (EXCHANGE, "member")
+        [instance] = group_instances(product)
+        entra_end = datetime.fromisoformat(instance["endDateTime"])
+        assert abs((entra_end - extended.grant.ends_at).total_seconds()) < 1  # adminUpdate asks whole seconds
+        assert revoked_users(product) == []
+        settle(product, 35 * 60)
+        assert product.store.get(record.id).state is State.EXPIRED
+        assert revoked_users(product) == [record.request.target]
+        pack = next(v for k, v in attachments(product).items() if k.endswith("-ended.md"))
+        [line] = [x for x in pack.splitlines() if x.startswith("- **Group:**")]
+        assert "Exchange Admins" in line and f"(`{EXCHANGE}`, member)" in line
     finally:
         product.stop()
 
