@@ -299,21 +299,22 @@ class ForeignAssignmentScan:
         policy = self.policies.current()
         found: list[dict[str, str]] = []
         for ent in policy.entitlements:
-            if ent.kind == "group":
+            if ent.kind == "group" or ent.role_template_id is None:
                 found += self._scan_group(policy, ent)
                 continue
+            role_id: str = ent.role_template_id
             try:
                 assignments = [(i.id, i.principal_id, i.directory_scope_id, "pim" if i.end else "permanent")
-                               for i in self.graph.instances(role_id=ent.role_template_id)]
+                               for i in self.graph.instances(role_id=role_id)]
                 if self.mode is GrantMode.DIRECT:
                     assignments += [(a.id, a.principal_id, a.directory_scope_id, "direct")
-                                    for a in self.graph.direct_assignments(role_id=ent.role_template_id)]
+                                    for a in self.graph.direct_assignments(role_id=role_id)]
             except GraphError as exc:
                 self.audit.append("reconciler.scan_failed", actor=ACTOR.object_id,
                                   data={"role": ent.display_name, "error": str(exc)[:300]})
                 continue
             for assignment_id, principal, scope, kind in assignments:
-                ledger = self.store.ledger(principal, ent.role_template_id, scope)
+                ledger = self.store.ledger(principal, role_id, scope)
                 if ledger.assignment_id == assignment_id:
                     continue
                 seen_key = f"{assignment_id}"
@@ -327,7 +328,7 @@ class ForeignAssignmentScan:
                 action = "reported"
                 if (self.remove and kind != "permanent" and not policy.denylist.matches(principal, "")
                         and not policy.emergency_accounts.matches(principal, "")):
-                    action = self._remove(assignment_id, principal, ent.role_template_id, scope, kind)
+                    action = self._remove(assignment_id, principal, role_id, scope, kind)
                 item["action"] = action
                 if self.notifier is not None:
                     self.notifier.alert("Role assigned outside breakglass", list(item.items()), "warning")

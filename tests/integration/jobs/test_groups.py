@@ -258,3 +258,27 @@ def test_the_foreign_scan_reports_a_group_membership_breakglass_did_not_make(tmp
         assert found[0]["action"] == "reported"
     finally:
         product.stop()
+
+
+def test_pims_five_minute_floor_defers_an_early_group_removal(tmp_path, redis_client, redis_url):
+    from services.workflow.access import Who
+    from tests.factories import PEOPLE
+
+    product = start_product(tmp_path, redis_client, redis_url, policy_file=group_policy(tmp_path),
+                            stack_config={"pim_min_active_seconds": 300})
+    try:
+        record = submit(product, "sam", seconds=1800, entitlement="exchange-admins")
+        product.run_jobs()
+        sam = PEOPLE["sam"]
+        product.services.access.deactivate(record.id, Who(sam.object_id, sam.display_name))
+        product.run_jobs()
+        assert product.store.get(record.id).state is State.REVOKING
+        deferred = [e for e in product.audit.for_request(record.id) if e.event == "grant.revoke_deferred"]
+        assert deferred and "ActiveDurationTooShort" in deferred[0].data["reason"]
+        assert record.request.target in members(product)
+        product.advance(303)
+        product.run_jobs()
+        assert product.store.get(record.id).state is State.REVOKED
+        assert group_instances(product) == [] and record.request.target not in members(product)
+    finally:
+        product.stop()
