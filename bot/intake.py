@@ -32,7 +32,7 @@ def choices_for(policy: PolicyDocument, requester: Principal) -> list[Entitlemen
         # The longest this requester can get: a break-glass-only member sees the lane's limit, not the role's.
         longest = longest_for(policy, requester, ent) or ent.max_duration
         out.append(EntitlementChoice(id=ent.id, display_name=ent.assignable().describe(), max_duration=longest,
-                                     needs_approval=ent.approval == "required"))
+                                     needs_approval=ent.approval == "required", is_group=ent.kind == "group"))
     return out
 
 

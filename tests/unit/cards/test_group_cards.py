@@ -53,6 +53,23 @@ def test_request_and_approval_cards_and_the_list_name_the_group_membership():
     assert facts(request_card(record, now=NOW))["Group membership"] == "Exchange Admins (JIT) (group member)"
 
 
+def test_the_intake_form_offers_groups_by_name_and_access_under_role_or_group():
+    from datetime import timedelta
+
+    from cards.intake import EntitlementChoice, IntakeForm, intake_card
+    from tests.unit.cards.helpers import inputs
+
+    choices = [EntitlementChoice("global-admin", "Global Administrator", timedelta(hours=4), True),
+               EntitlementChoice("exchange-admins", "Exchange Admins (JIT) (group member)", timedelta(hours=4),
+                                 False, is_group=True)]
+    form = IntakeForm(entitlement=None, duration_minutes=None, justification="", ticket="", target="")
+    card = intake_card(choices, form, draft_id="draft-1")
+    check_card(card)
+    field = next(v for v in inputs(card).values() if v.get("label") == "Role or group")
+    assert "Exchange Admins (JIT) (group member) (up to 4 hours, no approval)" in [c["title"] for c in
+                                                                                   field["choices"]]
+
+
 def test_a_hostile_group_name_is_inert_on_cards_notes_and_the_evidence_pack():
     record = group_record(State.ACTIVE, name=HOSTILE)
     for card in (grant_receipt_card(record, NOW, rollback_plan(record)), request_card(record, now=NOW),
