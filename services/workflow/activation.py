@@ -277,6 +277,8 @@ class GrantService:
                                                      justification=justification, ticket=ticket, system=system)
         except RoleAssignmentExistsError:
             instance = assigner.find(target, principal)
+            if instance is None and assigner.held_outside(target, principal):
+                raise _NeedsReview(f"{principal} is already a {target.scope} of this group outside PIM") from None
             if instance is None:
                 raise GraphUnavailableError(409, "RoleAssignmentExists",
                                             "assignment reported but not listed yet") from None

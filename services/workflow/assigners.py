@@ -64,6 +64,11 @@ class Assigner(Protocol):
         """Everyone who currently holds the target (the foreign-assignment scan)."""
         ...
 
+    def held_outside(self, target: Assignable, principal: str) -> bool:
+        """Whether the principal holds the target in a way `find` does not list (a group's standing member when
+        PIM reports the assignment exists): never ours to adopt."""
+        ...
+
 
 class RolePim:
     mode = GrantMode.PIM
@@ -96,6 +101,9 @@ class RolePim:
     def listing(self, target: Assignable) -> list[Held]:
         return [Held(i.id, i.principal_id, i.start, i.end, i.schedule_id, i.directory_scope_id, i.end is not None)
                 for i in self.graph.instances(role_id=target.object_id)]
+
+    def held_outside(self, target: Assignable, principal: str) -> bool:
+        return False  # permanent role assignments are listed as instances too
 
 
 class RoleDirect:
@@ -132,6 +140,9 @@ class RoleDirect:
         return [Held(a.id, a.principal_id, None, None, None, a.directory_scope_id, False)
                 for a in self.graph.direct_assignments(role_id=target.object_id)]
 
+    def held_outside(self, target: Assignable, principal: str) -> bool:
+        return False
+
 
 class GroupPim:
     """PIM for Groups: the role request shape keyed by groupId + accessId (PROTOCOL_NOTES §8.4)."""
@@ -164,8 +175,16 @@ class GroupPim:
                                     justification=justification)
 
     def listing(self, target: Assignable) -> list[Held]:
-        return [Held(i.id, i.principal_id, i.start, i.end, i.schedule_id, i.access, i.end is not None)
+        """PIM's instances, and the group's standing members (or owners) that no instance covers, as permanent."""
+        rows = [Held(i.id, i.principal_id, i.start, i.end, i.schedule_id, i.access, i.end is not None)
                 for i in self.graph.group_instances(group_id=target.object_id) if i.access == target.scope]
+        covered = {r.principal_id for r in rows}
+        rows += [Held(GroupDirect.link_id(target, p), p, None, None, None, target.scope, False)
+                 for p in sorted(self.graph.group_member_ids(target.object_id, target.scope) - covered)]
+        return rows
+
+    def held_outside(self, target: Assignable, principal: str) -> bool:
+        return principal.lower() in self.graph.group_member_ids(target.object_id, target.scope)
 
 
 class GroupDirect:
@@ -211,6 +230,9 @@ class GroupDirect:
     def listing(self, target: Assignable) -> list[Held]:
         return [Held(self.link_id(target, p), p, None, None, None, target.scope, False)
                 for p in sorted(self.graph.group_member_ids(target.object_id, target.scope))]
+
+    def held_outside(self, target: Assignable, principal: str) -> bool:
+        return False  # find lists every member
 
 
 def for_target(graph: Graph, target: Assignable, mode: GrantMode) -> Assigner:

@@ -282,3 +282,21 @@ def test_pims_five_minute_floor_defers_an_early_group_removal(tmp_path, redis_cl
         assert group_instances(product) == [] and record.request.target not in members(product)
     finally:
         product.stop()
+
+
+def test_a_standing_member_is_never_adopted_and_is_reported_by_the_foreign_scan(tmp_path, redis_client, redis_url,
+                                                                               mode):
+    product = start(tmp_path, redis_client, redis_url, mode)
+    try:
+        sam = "cccccccc-0000-0000-0000-000000000003"
+        product.graph.set_state({"memberships": {**product.graph.state()["memberships"], EXCHANGE: [sam]}})
+        record = submit(product, "sam", seconds=600, entitlement="exchange-admins")
+        product.run_jobs()
+        failed = product.store.get(record.id)
+        assert failed.state is State.FAILED and "needs review" in failed.failure, failed.failure
+        assert members(product) == [sam], "the standing membership is left alone"
+        [found] = product.services.foreign_scan.scan()
+        assert (found["principal"], found["action"]) == (sam, "reported")
+        assert found["kind"] == ("permanent" if mode == "pim" else "direct")
+    finally:
+        product.stop()
