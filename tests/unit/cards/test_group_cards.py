@@ -81,3 +81,11 @@ def test_a_hostile_group_name_is_inert_on_cards_notes_and_the_evidence_pack():
     line = next(x for x in pack.splitlines() if x.startswith("- **Group:**"))
     assert "](https://" not in line and GROUP in line and "member" in line
     assert "Groups > " in rollback_plan(record) and "member" in rollback_plan(record)
+
+
+def test_a_runbook_webhook_is_told_the_group_and_the_access():
+    from services.workflow.followup import FollowUps
+
+    body = FollowUps.webhook_body(group_record(State.ACTIVE, access="owner"), "notify-soar", "after_grant")
+    assert body["group"] == {"id": GROUP, "access": "owner"}
+    assert body["role"] == "Exchange Admins (JIT) (group owner)" and body["role_definition_id"] == ""
