@@ -31,8 +31,8 @@ def choices_for(policy: PolicyDocument, requester: Principal) -> list[Entitlemen
     for ent in eligible_entitlements(policy, requester):
         # The longest this requester can get: a break-glass-only member sees the lane's limit, not the role's.
         longest = longest_for(policy, requester, ent) or ent.max_duration
-        out.append(EntitlementChoice(id=ent.id, display_name=ent.display_name, max_duration=longest,
-                                     needs_approval=ent.approval == "required"))
+        out.append(EntitlementChoice(id=ent.id, display_name=ent.assignable().describe(), max_duration=longest,
+                                     needs_approval=ent.approval == "required", is_group=ent.kind == "group"))
     return out
 
 

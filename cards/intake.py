@@ -32,6 +32,7 @@ class EntitlementChoice:
     display_name: str
     max_duration: timedelta
     needs_approval: bool
+    is_group: bool = False  # a group's membership or ownership rather than a directory role
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,10 @@ def _entitlement_input(choices: list[EntitlementChoice], form: IntakeForm) -> El
     options = [(f"{c.display_name} (up to {format_duration(c.max_duration)}, "
                 f"{'needs approval' if c.needs_approval else 'no approval'})", c.id) for c in choices]
     value = form.entitlement if form.entitlement in {c.id for c in choices} else None
+    if any(c.is_group for c in choices):
+        return choice_input(INPUT_ENTITLEMENT, options, label="Role or group", value=value,
+                            placeholder="Choose a role or a group", required=True,
+                            error_message="Choose a role or a group.")
     return choice_input(INPUT_ENTITLEMENT, options, label="Role", value=value, placeholder="Choose a role",
                         required=True, error_message="Choose a role.")
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from cards.builder import Color, ColumnSet, Element, columns, text
 from policies.durations import format_duration
 from policies.lifecycle import State
-from policies.model import Decision, GrantMode, Outcome, Transition, Verdict
+from policies.model import Decision, Grant, GrantMode, Outcome, Transition, Verdict
 from policies.record import RequestRecord
 
 STATE_LABELS: dict[State, str] = {
@@ -58,6 +58,19 @@ GRANT_MODE_WORDS: dict[GrantMode, str] = {
     GrantMode.PIM: "PIM assignment schedule (time-bound, Entra removes it at the end)",
     GrantMode.DIRECT: "Direct role assignment (removed by breakglass at the end)",
 }
+GROUP_MODE_WORDS: dict[GrantMode, str] = {
+    GrantMode.PIM: "PIM for Groups assignment (time-bound, Entra removes it at the end)",
+    GrantMode.DIRECT: "Direct group {access}ship (removed by breakglass at the end)",
+}
+
+
+def grant_mode_words(grant: Grant) -> str:
+    """How the access was given, in words: a role's PIM schedule or direct assignment, a group's PIM for Groups
+    assignment or direct membership/ownership."""
+    target = grant.assignable
+    if target.is_group:
+        return GROUP_MODE_WORDS[grant.mode].format(access=target.scope)
+    return GRANT_MODE_WORDS[grant.mode]
 
 
 # --- header ---------------------------------------------------------------------------------------------------

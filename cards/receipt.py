@@ -34,7 +34,7 @@ def _receipt_facts(record: RequestRecord, now: datetime) -> list[Fact]:
     facts = [
         fact("Requested by", lay.requester_name(record)),
         fact("Approved by", lay.approved_by(record, now)),
-        fact("Role", lay.role_name(record)),
+        fact(record.decision.kind_label, lay.role_name(record)),
         fact("For", lay.target_name(record)),
     ]
     if grant is not None:
@@ -43,8 +43,8 @@ def _receipt_facts(record: RequestRecord, now: datetime) -> list[Fact]:
                            f"{lay.relative(grant.starts_at, now)})"),
             fact("Ends", f"{lay.iso(grant.ends_at)} ({lay.clock(grant.ends_at, now)}, "
                          f"{lay.relative(grant.ends_at, now)})"),
-            fact("Grant mode", lay.GRANT_MODE_WORDS[grant.mode] + (" (adopted an existing assignment)"
-                                                                  if grant.adopted else "")),
+            fact("Grant mode", lay.grant_mode_words(grant) + (" (adopted an existing assignment)"
+                                                             if grant.adopted else "")),
         ]
     else:
         facts.append(fact("Starts", "not started yet"))

@@ -148,7 +148,7 @@ def _facts(record: RequestRecord, now: datetime) -> list[Fact]:
     facts = [fact("Request id", record.id), fact("Requester", lay.requester_name(record))]
     if r.for_someone_else:
         facts.append(fact("For", lay.target_name(record)))
-    facts.append(fact("Role", lay.role_name(record)))
+    facts.append(fact(record.decision.kind_label, lay.role_name(record)))
     facts.append(fact("Duration", format_duration(r.duration)))
     if r.extends:
         # The extension is asked by whoever clicked: the holder or the original requester; say which.

@@ -25,11 +25,14 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
+from policies.assignable import Assignable
 from policies.closing import OnEnd, RunbookAttachments, RunbookStep, WarnBefore, closing_risks, runbook_references
 from policies.durations import DurationError, parse_duration
 from policies.model import Person
+from policies.text import one_line
 from policies.tier0 import tier0_name
 
 SCHEMA_VERSION = 1
@@ -87,6 +90,17 @@ def _guid(value: object) -> str:
 
 
 Guid = Annotated[str, BeforeValidator(_guid)]
+
+
+def _display_name(value: object) -> str:
+    # Display names end up on cards, tickets and the evidence pack: clean them once here, like people's text
+    # (each sink still encodes them).
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    cleaned = one_line(value, 200)
+    if not cleaned:
+        raise ValueError("must not be empty")
+    return cleaned
 
 
 class Doc(BaseModel):
@@ -198,10 +212,16 @@ class Lane(Doc):
 
 
 class Entitlement(Doc):
+    """A directory role (`kind: role`, the default: `role_template_id` and `scope`) or a group's membership or
+    ownership (`kind: group`: `group_id` and `access`), granted time-bound under the same rules."""
+
     id: Annotated[str, Field(pattern=KEY)]
-    display_name: str
-    role_template_id: Guid
+    display_name: Annotated[str, BeforeValidator(_display_name)]
+    kind: Literal["role", "group"] = "role"
+    role_template_id: Guid | None = None
     scope: str = "/"
+    group_id: Guid | None = None
+    access: Literal["member", "owner"] = "member"
     privilege: StrictInt = Field(default=50, ge=0, le=100)
     max_duration: GrantDuration
     approval: Literal["required", "none"] = "required"
@@ -216,6 +236,31 @@ class Entitlement(Doc):
     on_end: list[OnEnd] | None = None
     runbooks: RunbookAttachments | None = None
     warn_before: WarnBefore | None = None
+
+
+    @model_validator(mode="after")
+    def _target(self) -> Entitlement:
+        if self.kind == "role":
+            if self.role_template_id is None:
+                raise ValueError("a role entitlement needs role_template_id")
+            if self.group_id is not None:
+                raise ValueError("group_id is for kind: group; this entitlement is a role")
+        else:
+            if self.group_id is None:
+                raise ValueError("a group entitlement needs group_id (the group's object id)")
+            if self.role_template_id is not None:
+                raise ValueError("role_template_id is for kind: role; this entitlement is a group")
+            if self.scope != "/":
+                raise ValueError("scope is for directory roles; a group entitlement names access: member|owner")
+        return self
+
+    def assignable(self) -> Assignable:
+        """What a grant of this entitlement puts in the directory."""
+        if self.kind == "group":
+            assert self.group_id is not None
+            return Assignable.group(self.group_id, self.access, self.display_name)
+        assert self.role_template_id is not None
+        return Assignable.role(self.role_template_id, self.scope, self.display_name)
 
 
 class JustificationRules(Doc):
@@ -419,7 +464,9 @@ class PolicyDocument(Doc):
                 return e
         return None
 
-    def entitlement_for_role(self, role_template_id: str) -> Entitlement | None:
+    def entitlement_for_role(self, role_template_id: str | None) -> Entitlement | None:
+        if not role_template_id:
+            return None
         for e in self.entitlements:
             if e.role_template_id == role_template_id.lower():
                 return e
@@ -559,15 +606,19 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
     """Checks pydantic cannot express: every key refers to something defined, ids are unique."""
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    roles: dict[str, int] = {}
+    roles: dict[tuple[str, str], int] = {}
     for i, ent in enumerate(doc.entitlements):
         if ent.id in seen:
             problems.append(_problem(("entitlements", i, "id"), f"duplicate id {ent.id!r}"))
         seen[ent.id] = i
-        if ent.role_template_id in roles:
-            problems.append(_problem(("entitlements", i, "role_template_id"),
-                                     f"role already used by entitlements[{roles[ent.role_template_id]}]"))
-        roles[ent.role_template_id] = i
+        # One entitlement per role and per group access: the ledger and the foreign-assignment scan key on it.
+        target = ent.assignable().ledger_key("")[1:]
+        if target in roles:
+            field = "group_id" if ent.kind == "group" else "role_template_id"
+            what = f"group {ent.access}ship" if ent.kind == "group" else "role"
+            problems.append(_problem(("entitlements", i, field),
+                                     f"{what} already used by entitlements[{roles[target]}]"))
+        roles[target] = i
         for j, g in enumerate(ent.eligible):
             if g not in doc.groups:
                 problems.append(_problem(("entitlements", i, "eligible", j), f"unknown group {g!r}"))

@@ -555,8 +555,9 @@ def evaluate(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyD
     return Decision(
         outcome=outcome,
         entitlement=entitlement.id,
-        entitlement_name=entitlement.display_name,
-        role_definition_id=entitlement.role_template_id,
+        entitlement_name=entitlement.assignable().describe(),
+        role_definition_id=entitlement.role_template_id or "",
+        target=entitlement.assignable(),
         lane=lane.id if lane else None,
         rules=tuple(results),
         max_duration=c.max_duration,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
+from policies.assignable import Assignable
 from policies.durations import format_duration
 
 
@@ -210,6 +211,9 @@ class Decision(Frozen):
     entitlement: str
     entitlement_name: str = ""
     role_definition_id: str = ""
+    # What the grant puts in the directory (a role at a scope, or a group's membership or ownership). Decisions
+    # recorded before groups existed have none: `assignable()` rebuilds their role from role_definition_id.
+    target: Assignable | None = None
     lane: str | None = None
     rules: tuple[RuleResult, ...]
     max_duration: timedelta
@@ -222,6 +226,16 @@ class Decision(Frozen):
     hints: tuple[str, ...] = ()
     policy_digest: str = ""
     evaluated_at: AwareDatetime
+
+    def assignable(self, scope: str = "/") -> Assignable:
+        if self.target is not None:
+            return self.target
+        return Assignable.role(self.role_definition_id, scope, self.entitlement_name)
+
+    @property
+    def kind_label(self) -> str:
+        """"Role", "Group membership" or "Group ownership": the label before the name on cards and receipts."""
+        return self.target.kind_label() if self.target is not None else "Role"
 
     @property
     def reasons(self) -> list[str]:
@@ -276,8 +290,10 @@ class Grant(Frozen):
 
     request_id: str
     principal_id: str
-    role_definition_id: str
+    role_definition_id: str = ""  # a role's; empty for a group (see target)
     scope: str = "/"
+    # Set for every grant made since groups exist; None on older records, which were all roles.
+    target: Assignable | None = None
     mode: GrantMode = GrantMode.PIM
     generation: int = 0
     starts_at: AwareDatetime
@@ -289,8 +305,12 @@ class Grant(Frozen):
     # the whole-second end that was asked; `ends_at` stays the asked end (revoked on that tick), this keeps Entra's.
     entra_ends_at: AwareDatetime | None = None
 
+    @property
+    def assignable(self) -> Assignable:
+        return self.target if self.target is not None else Assignable.role(self.role_definition_id, self.scope)
+
     def ledger_key(self) -> tuple[str, str, str]:
-        return (self.principal_id, self.role_definition_id, self.scope)
+        return self.assignable.ledger_key(self.principal_id)
 
 
 class Transition(Frozen):

@@ -16,6 +16,6 @@ TIER0_ROLE_TEMPLATES: Mapping[str, str] = MappingProxyType({
 })
 
 
-def tier0_name(role_template_id: str) -> str | None:
-    """The role's name when it is tier-0, else None."""
-    return TIER0_ROLE_TEMPLATES.get(role_template_id.lower())
+def tier0_name(role_template_id: str | None) -> str | None:
+    """The role's name when it is tier-0, else None (a group entitlement has no role template)."""
+    return TIER0_ROLE_TEMPLATES.get(role_template_id.lower()) if role_template_id else None

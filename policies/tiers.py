@@ -15,7 +15,7 @@ TIER0_TEMPLATE_IDS: frozenset[str] = frozenset(TIER0_ROLE_TEMPLATES)
 
 
 def is_tier0(entitlement: Entitlement) -> bool:
-    return entitlement.role_template_id.lower() in TIER0_TEMPLATE_IDS
+    return (entitlement.role_template_id or "").lower() in TIER0_TEMPLATE_IDS
 
 
 def privilege_rank(entitlement: Entitlement) -> tuple[int, int]:

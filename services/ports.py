@@ -131,6 +131,22 @@ class DirectAssignment:
     directory_scope_id: str
 
 
+@dataclass(frozen=True)
+class GroupScheduleInstance:
+    """An active PIM for Groups assignment (privilegedAccessGroupAssignmentScheduleInstance): `access` is member or
+    owner; end None means permanent."""
+
+    id: str
+    principal_id: str
+    group_id: str
+    access: str
+    start: datetime | None
+    end: datetime | None
+    assignment_type: str = "assigned"
+    member_type: str = "direct"
+    schedule_id: str | None = None
+
+
 class Graph(Protocol):
     """The Microsoft Graph calls breakglass makes (application permissions)."""
 
@@ -153,6 +169,43 @@ class Graph(Protocol):
     def create_direct(self, *, principal_id: str, role_id: str, scope: str) -> DirectAssignment: ...
 
     def delete_direct(self, assignment_id: str) -> None: ...
+
+    # PIM for Groups (PROTOCOL_NOTES §8.4): the same request shape keyed by groupId + accessId.
+
+    def assign_group_pim(self, *, principal_id: str, group_id: str, access: str, start: datetime,
+                         duration: timedelta, justification: str, ticket_number: str | None,
+                         ticket_system: str | None) -> ScheduleRequest: ...
+
+    def update_group_pim(self, *, principal_id: str, group_id: str, access: str, start: datetime,
+                         duration: timedelta, justification: str) -> ScheduleRequest: ...
+
+    def remove_group_pim(self, *, principal_id: str, group_id: str, access: str,
+                         justification: str) -> ScheduleRequest: ...
+
+    def group_instances(self, *, group_id: str | None = None,
+                        principal_id: str | None = None) -> list[GroupScheduleInstance]:
+        """Active PIM group assignments; Graph requires a filter on the group or the principal (or both)."""
+        ...
+
+    # Direct membership or ownership (no Entra ID P2): members/$ref and owners/$ref.
+
+    def add_group_member(self, *, group_id: str, principal_id: str, access: str) -> None: ...
+
+    def remove_group_member(self, *, group_id: str, principal_id: str, access: str) -> bool:
+        """True if removed, False if Graph had no such member (404)."""
+        ...
+
+    def group_member_ids(self, group_id: str, access: str) -> set[str]:
+        """Direct members (or owners) of the group, lower-cased object ids."""
+        ...
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """The group (id, displayName, isAssignableToRole, groupTypes, onPremisesSyncEnabled); None if none."""
+        ...
+
+    def group_pim_managed(self, group_id: str) -> bool:
+        """Whether PIM for Groups manages the group (onboarded in the portal; there is no onboarding API)."""
+        ...
 
 
 # --- Teams app installation for a user (Graph teamwork, PROTOCOL_NOTES §9) -----------------------------------

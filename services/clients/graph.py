@@ -29,6 +29,7 @@ from services.ports import (
     GraphNotFoundError,
     GraphThrottledError,
     GraphUnavailableError,
+    GroupScheduleInstance,
     LicenceRequiredError,
     RoleAssignmentDoesNotExistError,
     RoleAssignmentExistsError,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from services.settings import Settings
 
 RM = "roleManagement/directory"
+PIM_GROUP = "identityGovernance/privilegedAccess/group"
+GROUP_LINKS = {"member": "members", "owner": "owners"}
 USER_FIELDS = "id,displayName,userPrincipalName,mail,accountEnabled"
 MAX_PAGES = 200
 USER_NOT_FOUND_CODES = frozenset({"Request_ResourceNotFound", "ResourceNotFound"})
@@ -139,6 +142,32 @@ def schedule_instance(data: Mapping[str, Any]) -> ScheduleInstance:
         directory_scope_id=str(data.get("directoryScopeId") or "/"), start=parse_datetime(data.get("startDateTime")),
         end=parse_datetime(data.get("endDateTime")), assignment_type=str(data.get("assignmentType") or "Assigned"),
         member_type=str(data.get("memberType") or "Direct"), schedule_id=data.get("roleAssignmentScheduleId"))
+
+
+def group_schedule_instance(data: Mapping[str, Any]) -> GroupScheduleInstance:
+    # Enum casing differs between the doc examples ("Assigned") and the enum tables ("assigned") (§8.4).
+    return GroupScheduleInstance(
+        id=str(data["id"]), principal_id=str(data.get("principalId") or "").lower(),
+        group_id=str(data.get("groupId") or "").lower(), access=str(data.get("accessId") or "").lower(),
+        start=parse_datetime(data.get("startDateTime")), end=parse_datetime(data.get("endDateTime")),
+        assignment_type=str(data.get("assignmentType") or "assigned").lower(),
+        member_type=str(data.get("memberType") or "direct").lower(), schedule_id=data.get("assignmentScheduleId"))
+
+
+def group_schedule_request(data: Mapping[str, Any]) -> ScheduleRequest:
+    info = data.get("scheduleInfo") or {}
+    expiration = info.get("expiration") or {}
+    return ScheduleRequest(
+        id=str(data["id"]), status=str(data.get("status") or ""), action=str(data.get("action") or ""),
+        principal_id=str(data.get("principalId") or ""), role_definition_id="",
+        directory_scope_id=str(data.get("accessId") or ""), start=parse_datetime(info.get("startDateTime")),
+        duration=parse_duration(expiration.get("duration")), target_schedule_id=data.get("targetScheduleId"))
+
+
+def _group_link(access: str) -> str:
+    if access not in GROUP_LINKS:
+        raise ValueError(f"group access must be member or owner, got {access!r}")
+    return GROUP_LINKS[access]
 
 
 def direct_assignment(data: Mapping[str, Any]) -> DirectAssignment:
@@ -239,6 +268,67 @@ class GraphClient:
 
     def delete_direct(self, assignment_id: str) -> None:
         self._call("DELETE", f"{RM}/roleAssignments/{quote(assignment_id, safe='')}")
+
+    # --- PIM for Groups (PROTOCOL_NOTES §8.4) ---
+
+    def _group_request(self, body: dict[str, Any]) -> ScheduleRequest:
+        return group_schedule_request(self._call("POST", f"{PIM_GROUP}/assignmentScheduleRequests", json=body).json())
+
+    def assign_group_pim(self, *, principal_id: str, group_id: str, access: str, start: datetime,
+                         duration: timedelta, justification: str, ticket_number: str | None,
+                         ticket_system: str | None) -> ScheduleRequest:
+        body: dict[str, Any] = {"accessId": access, "principalId": principal_id, "groupId": group_id,
+                                "action": "adminAssign", "scheduleInfo": self._schedule(start, duration),
+                                "justification": justification}
+        if ticket_number:
+            body["ticketInfo"] = {"ticketNumber": ticket_number, "ticketSystem": ticket_system}
+        return self._group_request(body)
+
+    def update_group_pim(self, *, principal_id: str, group_id: str, access: str, start: datetime,
+                         duration: timedelta, justification: str) -> ScheduleRequest:
+        return self._group_request({"accessId": access, "principalId": principal_id, "groupId": group_id,
+                                    "action": "adminUpdate", "scheduleInfo": self._schedule(start, duration),
+                                    "justification": justification})
+
+    def remove_group_pim(self, *, principal_id: str, group_id: str, access: str,
+                         justification: str) -> ScheduleRequest:
+        return self._group_request({"accessId": access, "principalId": principal_id, "groupId": group_id,
+                                    "action": "adminRemove", "justification": justification})
+
+    def group_instances(self, *, group_id: str | None = None,
+                        principal_id: str | None = None) -> list[GroupScheduleInstance]:
+        if not (group_id or principal_id):
+            raise ValueError("PIM for Groups lists need a groupId or principalId filter")
+        rows = self._list(f"{PIM_GROUP}/assignmentScheduleInstances",
+                          _filter(groupId=group_id, principalId=principal_id))
+        return [group_schedule_instance(row) for row in rows]
+
+    def group_pim_managed(self, group_id: str) -> bool:
+        """Whether PIM for Groups manages the group: an onboarded group has role management policies assigned at
+        its scope (one per access); a group never onboarded has none. There is no onboarding API to ask instead."""
+        query = f"scopeId eq {odata_string(group_id)} and scopeType eq 'Group'"
+        return bool(self._list("policies/roleManagementPolicyAssignments", {"$filter": query}))
+
+    # --- direct group membership / ownership ---
+
+    def add_group_member(self, *, group_id: str, principal_id: str, access: str) -> None:
+        ref = {"@odata.id": f"{self.base_url}/directoryObjects/{quote(principal_id, safe='')}"}
+        self._call("POST", f"groups/{quote(group_id, safe='')}/{_group_link(access)}/$ref", json=ref)
+
+    def remove_group_member(self, *, group_id: str, principal_id: str, access: str) -> bool:
+        path = f"groups/{quote(group_id, safe='')}/{_group_link(access)}/{quote(principal_id, safe='')}/$ref"
+        return self._call("DELETE", path, allow=(404,)).status_code != 404
+
+    def group_member_ids(self, group_id: str, access: str) -> set[str]:
+        rows = self._list(f"groups/{quote(group_id, safe='')}/{_group_link(access)}", {"$select": "id"})
+        return {str(row["id"]).lower() for row in rows if row.get("id")}
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        """The group (id, displayName, isAssignableToRole, groupTypes, onPremisesSyncEnabled); None if none."""
+        response = self._call("GET", f"groups/{quote(group_id, safe='')}", allow=(404,),
+                              params={"$select": "id,displayName,isAssignableToRole,groupTypes,"
+                                                 "onPremisesSyncEnabled"})
+        return None if response.status_code == 404 else dict(response.json())
 
     # --- directory ---
 

@@ -100,6 +100,7 @@ class Directory:
         self.users: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
         self.memberships: dict[str, list[str]] = {}  # group id -> direct member ids (users or groups)
+        self.owners: dict[str, list[str]] = {}  # group id -> owner ids
         self.role_definitions: dict[str, dict[str, Any]] = {r["id"]: r for r in builtin_role_definitions()}
 
     # ----- seeding ---------------------------------------------------------------------------------------
@@ -116,6 +117,9 @@ class Directory:
     def replace_memberships(self, memberships: dict[str, list[str]]) -> None:
         self.memberships = {g.lower(): [m.lower() for m in members] for g, members in memberships.items()}
 
+    def replace_owners(self, owners: dict[str, list[str]]) -> None:
+        self.owners = {g.lower(): [m.lower() for m in members] for g, members in owners.items()}
+
     def replace_role_definitions(self, definitions: Iterable[dict[str, Any]]) -> None:
         self.role_definitions = {d["id"].lower(): copy.deepcopy(d) for d in definitions}
 
@@ -124,6 +128,7 @@ class Directory:
             "users": list(self.users.values()),
             "groups": list(self.groups.values()),
             "memberships": {g: list(m) for g, m in self.memberships.items()},
+            "owners": {g: list(m) for g, m in self.owners.items() if m},
             "role_definitions": list(self.role_definitions.values()),
         }
 

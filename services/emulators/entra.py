@@ -42,6 +42,11 @@ DEFAULT_APP_ROLES = (
     "AuditLog.Read.All",
     "Directory.Read.All",
     "IdentityRiskyUser.Read.All",
+    # Group entitlements: PIM for Groups (assign/remove and read back), whether a group is onboarded, and direct
+    # membership/ownership without P2 (PROTOCOL_NOTES §8.4).
+    "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+    "RoleManagementPolicy.Read.AzureADGroup",
+    "GroupMember.ReadWrite.All",
 )
 GRAPH_DEFAULT_SCOPE = f"{GRAPH_AUDIENCE}/.default"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

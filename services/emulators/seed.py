@@ -85,6 +85,12 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("11111111-0000-0000-0000-000000000003", "Security Operations", ("jordan", "morgan")),
     ("11111111-0000-0000-0000-000000000004", "Service Desk", ("alex",)),
 )
+# Groups granted just in time (group entitlements): (Graph object id, display name, onboarded to PIM for Groups).
+# No standing members: membership or ownership comes only from breakglass.
+JIT_GROUPS: tuple[tuple[str, str, bool], ...] = (
+    ("22222222-0000-0000-0000-000000000001", "Exchange Admins (JIT)", True),
+    ("22222222-0000-0000-0000-000000000002", "SharePoint Admins (JIT)", False),
+)
 # ServiceNow assignment groups: (sys_id, name, members, manager)
 SNOW_GROUPS: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
     ("eeeeeeeeeeeeeeeeeeeeeeeeeeee0001", "Identity On-Call", ("sam", "kai"), "dana"),
@@ -115,9 +121,15 @@ def graph_seed() -> dict[str, Any]:
          "mailNickname": name.lower().replace(" ", "-"), "securityEnabled": True, "mailEnabled": False,
          "isAssignableToRole": False, "groupTypes": []}
         for gid, name, _ in GROUPS
+    ] + [
+        {"id": gid, "displayName": name, "description": f"{name}: membership granted just in time (demo)",
+         "mailNickname": name.lower().replace(" ", "-").strip("()"), "securityEnabled": True, "mailEnabled": False,
+         "isAssignableToRole": False, "groupTypes": []}
+        for gid, name, _ in JIT_GROUPS
     ]
     memberships = {gid: [BY_ALIAS[a].object_id for a in members] for gid, _, members in GROUPS}
     return {"users": users, "groups": groups, "memberships": memberships,
+            "pim_groups": [gid for gid, _, onboarded in JIT_GROUPS if onboarded],
             "role_definitions": builtin_role_definitions(), "assignments": [],
             "teams_apps": [teams_app()]}
 

@@ -28,6 +28,9 @@ def register_policy(sub: Any) -> None:
     check.add_argument("file", nargs="?", type=Path, help="policy file (default: the configured one)")
     check.add_argument("--strict", action="store_true",
                        help="fail (exit 1) on warnings too: a tier-0 role without approval, an empty denylist")
+    check.add_argument("--online", action="store_true",
+                       help="also read the tenant through Graph: every group entitlement's group exists and can be "
+                            "granted in the configured mode (onboarded to PIM for Groups in pim mode)")
     check.set_defaults(func=cmd_policy_check)
     schema = psub.add_parser("schema", help="print the JSON Schema of the policy file")
     schema.set_defaults(func=cmd_policy_schema)
@@ -82,11 +85,41 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
           f"{len(doc.approver_groups)} approver groups (digest {doc.digest()})")
     for risk in risks:
         print(f"WARNING: {risk.render(str(path))}", file=sys.stderr)
+    if getattr(args, "online", False):
+        failed = _check_online(doc, path, args.strict)
+        if failed:
+            return 1
     if risks and args.strict:
         print(f"breakglass: {len(risks)} warning{'s' if len(risks) != 1 else ''} and --strict: failing",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _check_online(doc: Any, path: Path, strict: bool) -> bool:
+    """Print what Graph says about each group entitlement; True when any cannot be granted (or warns, --strict).
+    Graph being unreachable is one clear line, never a stack trace."""
+    from policies.model import GrantMode
+    from services.clients.graph import build_graph
+    from services.errors import ServiceError
+    from services.workflow.targets import FAIL, WARN, check_targets
+
+    settings = get_settings()
+    mode = GrantMode(settings.grant_mode)
+    try:
+        findings = check_targets(doc, build_graph(settings, None), mode)
+    except (ServiceError, ValueError) as exc:
+        print(f"ERROR: {path}: could not read the tenant through Graph: {str(exc)[:300]}", file=sys.stderr)
+        return True
+    bad = False
+    for finding in findings:
+        if finding.status == FAIL or (strict and finding.status == WARN):
+            bad = True
+        label = {FAIL: "ERROR", WARN: "WARNING"}.get(finding.status, "OK")
+        print(f"{label}: {path}: {finding.render()}", file=sys.stderr if label != "OK" else sys.stdout)
+    if not findings:
+        print(f"OK: {path}: no group entitlements to check in the tenant ({mode.value} mode)")
+    return bad
 
 
 def cmd_policy_schema(args: argparse.Namespace) -> int:

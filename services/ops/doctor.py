@@ -146,6 +146,29 @@ class Doctor:
         instances = graph.instances(role_id=role)
         return OK, f"token acquired and {len(instances)} Global Administrator assignment(s) read"
 
+    def group_entitlements(self) -> tuple[str, str]:
+        from policies.model import GrantMode
+        from services.workflow.targets import FAIL as TARGET_FAIL
+        from services.workflow.targets import WARN as TARGET_WARN
+        from services.workflow.targets import check_targets
+        policy = self.runtime().policies.current()
+        mode = GrantMode(self.settings.grant_mode)
+        findings = check_targets(policy, self.services().graph, mode)
+        if not findings:
+            return OK, "no group entitlements in the policy"
+        roles = self._graph_roles()
+        need = "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup" if mode is GrantMode.PIM \
+            else "GroupMember.ReadWrite.All"
+        failed = [f.render() for f in findings if f.status == TARGET_FAIL]
+        if roles is not None and need not in roles and "Directory.ReadWrite.All" not in roles:
+            failed.insert(0, f"the Graph app lacks {need} ({mode.value} mode grants groups with it)")
+        if failed:
+            return FAIL, "; ".join(failed)
+        warned = [f.render() for f in findings if f.status == TARGET_WARN]
+        if warned:
+            return WARN, "; ".join(warned)
+        return OK, f"{len(findings)} group entitlement(s) can be granted ({mode.value} mode)"
+
     def itsm(self) -> tuple[str, str]:
         if self.settings.itsm == "none":
             return WARN, "no ticketing system configured: ticket rules cannot be verified and receipts stay in Teams"
@@ -294,6 +317,7 @@ class Doctor:
             ("workers", self.workers),
             ("audit chain", self.audit_chain),
             ("Microsoft Graph", self.graph),
+            ("Group entitlements", self.group_entitlements),
             ("ticketing", self.itsm),
             ("Teams outbound", self.teams),
             ("Teams channels", self.channels),

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from policies.assignable import Assignable
 from policies.durations import format_duration
 from policies.lifecycle import Event, State
 from policies.model import Actor, Grant, GrantMode
@@ -25,14 +26,12 @@ from services.errors import NotFoundError, ServiceError
 from services.metrics import DomainMetrics
 from services.ports import (
     ActiveDurationTooShortError,
-    DirectAssignment,
     Graph,
     GraphError,
     GraphThrottledError,
     GraphUnavailableError,
     RoleAssignmentDoesNotExistError,
     RoleAssignmentExistsError,
-    ScheduleInstance,
     Ticketing,
     TicketingUnavailableError,
 )
@@ -41,6 +40,7 @@ from services.state.audit import AuditLog
 from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore
+from services.workflow.assigners import Assigner, Held, for_target
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,16 @@ class GrantService:
 
     # --- activation -----------------------------------------------------------------------------------------
 
-    def _scope(self, record: RequestRecord) -> str:
+    def _target(self, record: RequestRecord) -> Assignable:
+        """What the decision grants. Decisions from before groups existed carry only the role: its scope comes from
+        the current policy, as it always did."""
+        if record.decision.target is not None:
+            return record.decision.target
         ent = self.policies.current().entitlement(record.request.entitlement)
-        return ent.scope if ent else "/"
+        return record.decision.assignable(ent.scope if ent else "/")
+
+    def _assigner(self, target: Assignable, mode: GrantMode | None = None) -> Assigner:
+        return for_target(self.graph, target, mode or self.mode)
 
     def activate(self, request_id: str, attempt: int = 1) -> Outcome:
         try:
@@ -142,11 +149,13 @@ class GrantService:
                 self.queue.enqueue_at(self.clock.now() + 2 * self.retry_base, jobs.ACTIVATE_GRANT, record.id,
                                       attempt + 1, jid=job_id("grant", record.id, attempt + 1))
                 return Outcome(record.id, "activating", "waiting for the ticketing system")
-            return self._fail(record, record.request.target, record.decision.role_definition_id, self._scope(record),
+            target = self._target(record)
+            return self._fail(record, record.request.target, target.ledger_role, target.scope,
                               "the ticketing system stayed unreachable; grant not made (receipts policy: wait)")
         principal = record.request.target
-        role = record.decision.role_definition_id
-        scope = self._scope(record)
+        target = self._target(record)
+        # The ledger keys a group by "group:<id>" and its access, a role by its id and scope (Assignable).
+        role, scope = target.ledger_role, target.scope
         duration = record.decision.granted_duration or record.request.duration
         # Whole seconds: rq-scheduler fires on whole seconds, so an end on one is revoked at the tick that starts
         # it rather than up to a second later (the start moves back by under a second; the length is unchanged).
@@ -157,9 +166,10 @@ class GrantService:
             return self._wait_for_removal(record, principal, role, scope, ledger.removing, attempt)
         self.audit.append("grant.requested", actor=WORKER.object_id, request_id=record.id, head=head, data={
             "mode": self.mode.value, "principal": principal, "role": role, "scope": scope,
+            **({"kind": "group", "group": target.object_id, "access": target.scope} if target.is_group else {}),
             "ends_at": end.isoformat(), "attempt": attempt, "shared_with": sorted(set(ledger.holders) - {record.id})})
         try:
-            grant = self._assign(record, principal, role, scope, start, end, duration, ledger.assignment_id,
+            grant = self._assign(record, principal, target, start, end, duration, ledger.assignment_id,
                                  others=set(ledger.holders) - {record.id}, previous_end=self._other_end(ledger,
                                                                                                        record.id))
         except _NeedsReview as review:
@@ -230,7 +240,7 @@ class GrantService:
         holders = {k: v for k, v in getattr(ledger, "holders", {}).items() if k != request_id}
         return max(holders.values()) if holders else None
 
-    def _assign(self, record: RequestRecord, principal: str, role: str, scope: str, start: datetime,
+    def _assign(self, record: RequestRecord, principal: str, target: Assignable, start: datetime,
                 end: datetime, duration: timedelta, existing: str | None, others: set[str],
                 previous_end: float | None) -> Grant:
         justification = f"breakglass {record.id}: {record.request.justification}"[:500]
@@ -238,46 +248,47 @@ class GrantService:
         system = record.ticket_facts.system if record.ticket_facts else None
         if existing and others:
             # Another grant already holds this assignment: share it, lengthening it if this one ends later.
+            assigner = self._assigner(target)
             if self.mode is GrantMode.PIM and previous_end is not None and end.timestamp() > previous_end:
-                instance = self._instance(principal, role, scope)
+                instance = assigner.find(target, principal)
                 base = instance.start if instance and instance.start else start
-                self.graph.update_pim(principal_id=principal, role_id=role, scope=scope, start=base,
-                                      duration=end - base, justification=justification)
-            generation = self.store.ledger(principal, role, scope).generation
-            return Grant(request_id=record.id, principal_id=principal, role_definition_id=role, scope=scope,
-                         mode=self.mode, generation=generation, starts_at=start, ends_at=end,
-                         assignment_id=existing, adopted=True)
+                assigner.lengthen(target, principal, start=base, duration=end - base, justification=justification)
+            generation = self.store.ledger(principal, target.ledger_role, target.scope).generation
+            return self._grant(record, principal, target, mode=self.mode, generation=generation, starts_at=start,
+                               ends_at=end, assignment_id=existing, adopted=True)
         if self.mode is GrantMode.PIM:
-            return self._assign_pim(record, principal, role, scope, start, end, duration, justification, ticket,
+            return self._assign_pim(record, principal, target, start, end, duration, justification, ticket,
                                     system)
-        return self._assign_direct(record, principal, role, scope, start, end)
+        return self._assign_direct(record, principal, target, start, end, duration, justification)
 
-    def _instance(self, principal: str, role: str, scope: str) -> ScheduleInstance | None:
-        for inst in self.graph.instances(principal_id=principal, role_id=role):
-            if inst.directory_scope_id == scope:
-                return inst
-        return None
+    @staticmethod
+    def _grant(record: RequestRecord, principal: str, target: Assignable, **fields: object) -> Grant:
+        role = "" if target.is_group else target.object_id
+        return Grant(request_id=record.id, principal_id=principal, role_definition_id=role,
+                     scope=target.scope, target=target, **fields)  # type: ignore[arg-type]
 
-    def _assign_pim(self, record: RequestRecord, principal: str, role: str, scope: str, start: datetime,
+    def _assign_pim(self, record: RequestRecord, principal: str, target: Assignable, start: datetime,
                     end: datetime, duration: timedelta, justification: str, ticket: str | None,
                     system: str | None) -> Grant:
         adopted = False
+        assigner = self._assigner(target)
         try:
-            result = self.graph.assign_pim(principal_id=principal, role_id=role, scope=scope, start=start,
-                                           duration=duration, justification=justification, ticket_number=ticket,
-                                           ticket_system=system)
-            request_id = result.id
+            request_id: str | None = assigner.create(target, principal, start=start, duration=duration,
+                                                     justification=justification, ticket=ticket, system=system)
         except RoleAssignmentExistsError:
-            instance = self._instance(principal, role, scope)
+            instance = assigner.find(target, principal)
+            if instance is None and assigner.held_outside(target, principal):
+                raise _NeedsReview(f"{principal} is already a {target.scope} of this group outside PIM") from None
             if instance is None:
                 raise GraphUnavailableError(409, "RoleAssignmentExists",
                                             "assignment reported but not listed yet") from None
             if not self._ours(record, instance, end):
                 ends = instance.end.isoformat() if instance.end else "never (permanent)"
-                raise _NeedsReview(f"{principal} already holds this role outside breakglass (ends {ends})") from None
+                raise _NeedsReview(f"{principal} already holds this {_noun(target)} outside breakglass "
+                                   f"(ends {ends})") from None
             adopted = True
             request_id = instance.schedule_id
-        instance = self._instance(principal, role, scope)
+        instance = assigner.find(target, principal)
         if instance is None:
             raise GraphUnavailableError(502, "VerificationFailed", "the assignment is not visible after creation")
         # The record keeps the whole second asked of Entra, never a later one: the scheduler ticks on whole seconds,
@@ -288,14 +299,14 @@ class GrantService:
             effective_end = min(end, instance.end.replace(microsecond=0))
         if adopted and instance.start is not None:
             effective_start = min(start, instance.start.replace(microsecond=0))
-        generation = self.store.ledger_assigned(principal, role, scope, instance.id, self.mode.value,
-                                                new_assignment=True)
-        return Grant(request_id=record.id, principal_id=principal, role_definition_id=role, scope=scope,
-                     mode=GrantMode.PIM, generation=generation, starts_at=effective_start, ends_at=effective_end,
-                     assignment_id=instance.id, schedule_request_id=request_id, adopted=adopted,
-                     entra_ends_at=instance.end if instance.end != effective_end else None)
+        generation = self.store.ledger_assigned(principal, target.ledger_role, target.scope, instance.id,
+                                                self.mode.value, new_assignment=True)
+        return self._grant(record, principal, target, mode=GrantMode.PIM, generation=generation,
+                           starts_at=effective_start, ends_at=effective_end, assignment_id=instance.id,
+                           schedule_request_id=request_id, adopted=adopted,
+                           entra_ends_at=instance.end if instance.end != effective_end else None)
 
-    def _ours(self, record: RequestRecord, instance: ScheduleInstance, end: datetime) -> bool:
+    def _ours(self, record: RequestRecord, instance: Held, end: datetime) -> bool:
         """An existing assignment is ours to adopt only if it is the one our previous attempt created: it ends
         no later than this grant would (plus the time since that attempt) and is not permanent."""
         if instance.end is None:
@@ -310,43 +321,40 @@ class GrantService:
         return instance.end <= end + timedelta(seconds=5) and instance.end <= (instance.start or started) + \
             duration + timedelta(seconds=5)
 
-    def _assign_direct(self, record: RequestRecord, principal: str, role: str, scope: str, start: datetime,
-                       end: datetime) -> Grant:
-        marker = f"intent:direct:{principal}:{role}"
+    def _assign_direct(self, record: RequestRecord, principal: str, target: Assignable, start: datetime,
+                       end: datetime, duration: timedelta, justification: str) -> Grant:
+        # Roles keep their marker name (an intent written before groups existed still matches).
+        marker = f"intent:direct:{principal}:{target.ledger_role}" + (f":{target.scope}" if target.is_group else "")
         intent = self.store.get_doc("intent", marker)
+        assigner = self._assigner(target)
         # Look first: what exists before this attempt is ours only if an earlier attempt of this request made it.
         # (RoleAssignmentExists alone cannot tell, because the HTTP layer retries a create whose answer was lost.)
-        found = self._direct(principal, role, scope)
+        found = assigner.find(target, principal)
         if found and (not intent or intent.get("request_id") != record.id):
-            raise _NeedsReview(f"{principal} already holds this role outside breakglass "
-                               "(a permanent direct assignment)")
-        adopted = bool(found)
-        if found:
-            assignment = found[0]
+            raise _NeedsReview(f"{principal} already holds this {_noun(target)} outside breakglass "
+                               f"(a permanent direct {'membership' if target.is_group else 'assignment'})")
+        adopted = found is not None
+        if found is not None:
+            assignment_id = found.id
         else:
             self.store.put_doc("intent", marker, {"request_id": record.id, "at": start.isoformat()}, ttl_s=86400)
             try:
-                assignment = self.graph.create_direct(principal_id=principal, role_id=role, scope=scope)
+                assignment_id = assigner.create(target, principal, start=start, duration=duration,
+                                                justification=justification, ticket=None, system=None)
             except RoleAssignmentExistsError:
                 # Absent a moment ago: our own create went through and its answer was lost.
-                found = self._direct(principal, role, scope)
-                if not found:
+                found = assigner.find(target, principal)
+                if found is None:
                     raise GraphUnavailableError(409, "RoleAssignmentExists",
                                                 "assignment reported but not listed") from None
-                assignment, adopted = found[0], True
-        listed = [a for a in self.graph.direct_assignments(principal_id=principal, role_id=role)
-                  if a.id == assignment.id]
-        if not listed:
+                assignment_id, adopted = found.id, True
+        listed = assigner.find(target, principal, assignment_id)
+        if listed is None or listed.id != assignment_id:
             raise GraphUnavailableError(502, "VerificationFailed", "the assignment is not visible after creation")
-        generation = self.store.ledger_assigned(principal, role, scope, assignment.id, self.mode.value,
-                                                new_assignment=True)
-        return Grant(request_id=record.id, principal_id=principal, role_definition_id=role, scope=scope,
-                     mode=GrantMode.DIRECT, generation=generation, starts_at=start, ends_at=end,
-                     assignment_id=assignment.id, adopted=adopted)
-
-    def _direct(self, principal: str, role: str, scope: str) -> list[DirectAssignment]:
-        return [a for a in self.graph.direct_assignments(principal_id=principal, role_id=role)
-                if a.directory_scope_id == scope]
+        generation = self.store.ledger_assigned(principal, target.ledger_role, target.scope, assignment_id,
+                                                self.mode.value, new_assignment=True)
+        return self._grant(record, principal, target, mode=GrantMode.DIRECT, generation=generation,
+                           starts_at=start, ends_at=end, assignment_id=assignment_id, adopted=adopted)
 
     def _fail(self, record: RequestRecord, principal: str, role: str, scope: str, reason: str,
               alert: str = "grant_failed") -> Outcome:
@@ -394,22 +402,23 @@ class GrantService:
         new_end = grant.ends_at + added
         self.audit.append("grant.extension_requested_in_graph", actor=WORKER.object_id, request_id=original.id,
                           data={"extension": extension.id, "new_end": new_end.isoformat()})
+        target = grant.assignable
         try:
             if grant.mode is GrantMode.PIM:
-                instance = self._instance(grant.principal_id, grant.role_definition_id, grant.scope)
+                assigner = self._assigner(target, grant.mode)
+                instance = assigner.find(target, grant.principal_id)
                 # Graph takes whole-second durations: from a start with a fraction (the read-back's), the end
                 # would miss the whole second asked by that fraction; the start moves back under a second instead.
                 base = (instance.start if instance and instance.start else grant.starts_at).replace(microsecond=0)
-                self.graph.update_pim(principal_id=grant.principal_id, role_id=grant.role_definition_id,
-                                      scope=grant.scope, start=base, duration=new_end - base,
-                                      justification=f"breakglass {original.id} extended by {extension.id}")
+                assigner.lengthen(target, grant.principal_id, start=base, duration=new_end - base,
+                                  justification=f"breakglass {original.id} extended by {extension.id}")
         except GraphError as exc:
             if isinstance(exc, GraphUnavailableError | GraphThrottledError) and attempt < TRANSIENT_RETRIES:
                 self.queue.enqueue_at(self.clock.now() + self.retry_base * attempt, jobs.ACTIVATE_GRANT,
                                       extension.id, attempt + 1, jid=job_id("grant", extension.id, attempt + 1))
                 return Outcome(extension.id, "approved", "retry scheduled")
             return self._extension_failed(extension, original.id, str(exc)[:300])
-        self.store.ledger_hold(grant.principal_id, grant.role_definition_id, grant.scope, original.id, new_end)
+        self.store.ledger_hold(grant.principal_id, target.ledger_role, target.scope, original.id, new_end)
         # PIM's adminUpdate keeps the start it read back and ends on the whole second asked: no read-back end differs.
         extended_grant = grant.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
         updated = self.store.update(original.id, lambda r: r.apply(
@@ -478,8 +487,8 @@ class GrantService:
         # Let go of the assignment first, atomically: either another grant still holds it (nothing to remove), or
         # the ledger is marked "removing" before Graph is called, so a grant arriving meanwhile waits for the
         # removal instead of sharing an assignment that is about to disappear.
-        release = self.store.ledger_release(grant.principal_id, grant.role_definition_id, grant.scope, request_id,
-                                            generation)
+        release = self.store.ledger_release(grant.principal_id, grant.assignable.ledger_role, grant.scope,
+                                            request_id, generation)
         removed = False
         if release.remove_assignment:
             try:
@@ -509,7 +518,7 @@ class GrantService:
                                       jid=revoke_retry_job_id(request_id, generation, attempt + 1))
                 return Outcome(request_id, "revoking", f"retry in {delay}s")
         if removed:
-            self.store.ledger_cleared(grant.principal_id, grant.role_definition_id, grant.scope, generation)
+            self.store.ledger_cleared(grant.principal_id, grant.assignable.ledger_role, grant.scope, generation)
         event = Event.EXPIRED if reason == "expired" else Event.REVOKED
         name = "grant.expired" if event is Event.EXPIRED else "grant.revoked"
         # Audited before the state moves on (see activate): a crash in between leaves the request REVOKING, and
@@ -530,27 +539,23 @@ class GrantService:
         return Outcome(request_id, final.state.value, "removed" if removed else "still covered by another grant")
 
     def _remove(self, grant: Grant) -> None:
-        """Remove and verify. 'Does not exist' is success: Entra's own expiry (PIM) got there first."""
-        if grant.mode is GrantMode.PIM:
-            try:
-                self.graph.remove_pim(principal_id=grant.principal_id, role_id=grant.role_definition_id,
-                                      scope=grant.scope, justification=f"breakglass {grant.request_id} ended")
-            except RoleAssignmentDoesNotExistError:
-                pass
-            if self._instance(grant.principal_id, grant.role_definition_id, grant.scope) is not None:
-                raise GraphUnavailableError(502, "VerificationFailed", "assignment still listed after removal")
-        else:
-            if grant.assignment_id:
-                try:
-                    self.graph.delete_direct(grant.assignment_id)
-                except (RoleAssignmentDoesNotExistError, GraphError) as exc:
-                    if not (isinstance(exc, RoleAssignmentDoesNotExistError) or exc.status == 404):
-                        raise
-            left = [a for a in self.graph.direct_assignments(principal_id=grant.principal_id,
-                                                             role_id=grant.role_definition_id)
-                    if a.id == grant.assignment_id]
-            if left:
-                raise GraphUnavailableError(502, "VerificationFailed", "assignment still listed after removal")
+        """Remove and verify. 'Does not exist' is success: Entra's own expiry (PIM) or someone else got there
+        first."""
+        target = grant.assignable
+        assigner = self._assigner(target, grant.mode)
+        try:
+            assigner.remove(target, grant.principal_id, grant.assignment_id,
+                            justification=f"breakglass {grant.request_id} ended")
+        except RoleAssignmentDoesNotExistError:
+            pass
+        # A direct role is verified by its id (another assignment of the same role is not ours); PIM rows and group
+        # links are one per principal and target, so any that is left is ours.
+        if assigner.find(target, grant.principal_id, grant.assignment_id) is not None:
+            raise GraphUnavailableError(502, "VerificationFailed", "assignment still listed after removal")
+
+
+def _noun(target: Assignable) -> str:
+    return f"group {target.scope}ship" if target.is_group else "role"
 
 
 class _NeedsReview(Exception):

@@ -27,6 +27,8 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
                     "requester_name": record.requester_name, "target": r.target, "target_name": record.target_name,
                     "target_upn": record.target_upn, "entitlement": r.entitlement, "role": d.entitlement_name,
                     "role_definition_id": d.role_definition_id, "lane": d.lane,
+                    **({"group_id": d.target.object_id, "access": d.target.scope}
+                       if d.target is not None and d.target.is_group else {}),
                     "duration_seconds": int(r.duration.total_seconds()), "justification": r.justification,
                     "ticket": r.ticket, "source": r.source, "created_at": r.created_at.isoformat()},
         "decision": {"outcome": d.outcome.value, "reasons": d.reasons, "flags": list(d.flags), "hints": list(d.hints),
@@ -38,6 +40,7 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
                       for a in record.approvals],
         "grant": None if g is None else {
             "mode": g.mode.value, "principal_id": g.principal_id, "role_definition_id": g.role_definition_id,
+            **({"group_id": g.assignable.object_id, "access": g.assignable.scope} if g.assignable.is_group else {}),
             "scope": g.scope, "generation": g.generation, "starts_at": g.starts_at.isoformat(),
             "ends_at": g.ends_at.isoformat(), "assignment_id": g.assignment_id,
             "schedule_request_id": g.schedule_request_id, "adopted": g.adopted,
@@ -65,7 +68,8 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
     lines = [
         f"# breakglass evidence — {req['id']}",
         "",
-        f"- **Role:** {m(req['role'])} (`{req['role_definition_id']}`)"
+        (f"- **Group:** {m(req['role'])} (`{req['group_id']}`, {req['access']})" if req.get("group_id") else
+         f"- **Role:** {m(req['role'])} (`{req['role_definition_id']}`)")
         + (f", lane `{req['lane']}`" if req["lane"] else ""),
         f"- **Requested by:** {m(req['requester_name'])} (`{req['requester']}`)",
         f"- **For:** {m(req['target_name'])} (`{req['target']}`)",

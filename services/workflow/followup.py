@@ -279,7 +279,7 @@ class FollowUps:
     def _alert(self, record: RequestRecord, step: StepStatus) -> None:
         try:
             self.notifier.alert(f"Follow-up step failed: {step.label}", [
-                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
                 ("Holder", record.target_name or record.request.target), ("Step", step.label),
                 ("Error", step.detail or "unknown")], "critical")
         except Exception:  # the outcome is recorded and audited; a lost alert must not undo that
@@ -449,6 +449,8 @@ class FollowUps:
         return {
             "schema": "breakglass.runbook/1", "request_id": record.id, "step": name, "phase": phase,
             "role": record.decision.entitlement_name, "role_definition_id": record.decision.role_definition_id,
+            **({"group": {"id": t.object_id, "access": t.scope}}
+               if (t := record.decision.target) is not None and t.is_group else {}),
             "target": {"object_id": record.request.target, "upn": record.target_upn, "name": record.target_name},
             "affected_account": None if affected is None else {"object_id": affected.object_id, "upn": affected.upn,
                                                                "name": affected.name, "source": affected.source},
@@ -519,7 +521,7 @@ class FollowUps:
         grant = record.grant
         end = ended_at(record)
         facts = [("Holder", record.target_name or record.request.target),
-                 ("Role", record.decision.entitlement_name)]
+                 (record.decision.kind_label, record.decision.entitlement_name)]
         if grant is not None:
             facts.append(("From", f"{grant.starts_at:%Y-%m-%d %H:%M:%S} UTC"))
         facts += [("To", f"{end:%Y-%m-%d %H:%M:%S} UTC"), ("Ended by", self.how_it_ended(record))]

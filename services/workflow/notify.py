@@ -206,7 +206,7 @@ class Notifier:
                           request_id=request_id, data={"notified": reached, "unreachable": unreachable})
         if not [r for r in reached if not r.startswith("channel:")]:
             self.alert("Approval request could not reach an approver personally", [
-                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
                 ("Unreachable", "; ".join(unreachable) or "no approver has used the bot yet")], "warning")
         return reached
 

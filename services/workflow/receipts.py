@@ -42,6 +42,10 @@ ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in
             "“Deactivate now” on the requester's card, or “deactivate {id}” in a chat with the bot; an approver "
             "can do the same. If the bot is unavailable, remove the role assignment in Entra admin center > "
             "Roles and administrators > {role} > Assignments.")
+GROUP_ROLLBACK = ("Access ends automatically at the end time (Entra enforces it too in PIM mode). To end it now: "
+                  "“Deactivate now” on the requester's card, or “deactivate {id}” in a chat with the bot; an "
+                  "approver can do the same. If the bot is unavailable, remove the {access} in Entra admin center > "
+                  "Groups > {role} > {where} (or Privileged Identity Management > Groups > Assignments).")
 
 
 _OUR_MARK = re.compile(r"\[\s*breakglass", re.IGNORECASE)
@@ -60,6 +64,10 @@ def approver_comments(record: RequestRecord) -> str:
 
 
 def rollback_plan(record: RequestRecord) -> str:
+    target = record.decision.target
+    if target is not None and target.is_group:
+        return GROUP_ROLLBACK.format(id=record.id, role=target.display_name, access=target.scope,
+                                     where="Owners" if target.scope == "owner" else "Members")
     return ROLLBACK.format(id=record.id, role=record.decision.entitlement_name)
 
 
@@ -178,12 +186,12 @@ class Receipts:
             parts["channel"] = lambda: self.notifier.channel_receipt(record.id, rollback_plan(record))
         elif kind == "failed":
             parts["alert"] = lambda: self.notifier.alert("Access grant failed", [
-                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
                 ("For", record.target_name or record.request.target), ("Reason", record.failure or "unknown")],
                 "critical")
         elif kind == "revoke_failing":
             parts["alert"] = lambda: self.notifier.alert("Access removal is failing — still retrying", [
-                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
                 ("For", record.target_name or record.request.target)], "critical")
         if kind in {"activated", "failed", "ended"}:
             parts["requester"] = lambda: self.notifier.tell_requester(record.id, self.requester_text(record, kind))
@@ -225,7 +233,7 @@ class Receipts:
         if kind == "ended":
             how = {State.EXPIRED: "expired", State.REVOKED: f"was revoked ({f(record.end_reason or 'revoked')})"}
             return (f"[breakglass] {role} for {who} {how.get(record.state, record.state.value)}; "
-                    f"the role assignment was removed (request {record.id}).")
+                    f"the {_removed(record)} was removed (request {record.id}).")
         return f"[breakglass] {record.id}: {kind}"
 
     @staticmethod
@@ -262,3 +270,8 @@ class Receipts:
         if kind == "failed":
             return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."
         return f"{d.entitlement_name} has ended ({record.id})."
+
+
+def _removed(record: RequestRecord) -> str:
+    target = record.decision.target
+    return f"group {target.scope}ship" if target is not None and target.is_group else "role assignment"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from policies.document import Entitlement, PolicyDocument
 from policies.lifecycle import Event, State
 from policies.model import Actor, GrantMode
 from policies.record import RequestRecord
@@ -32,6 +33,7 @@ from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, JobState, job_id
 from services.state.store import RequestStore
 from services.workflow.activation import revoke_job_id, revoke_retry_job_id
+from services.workflow.assigners import for_target
 from services.workflow.notify import Notifier
 
 if TYPE_CHECKING:
@@ -297,18 +299,22 @@ class ForeignAssignmentScan:
         policy = self.policies.current()
         found: list[dict[str, str]] = []
         for ent in policy.entitlements:
+            if ent.kind == "group" or ent.role_template_id is None:
+                found += self._scan_group(policy, ent)
+                continue
+            role_id: str = ent.role_template_id
             try:
                 assignments = [(i.id, i.principal_id, i.directory_scope_id, "pim" if i.end else "permanent")
-                               for i in self.graph.instances(role_id=ent.role_template_id)]
+                               for i in self.graph.instances(role_id=role_id)]
                 if self.mode is GrantMode.DIRECT:
                     assignments += [(a.id, a.principal_id, a.directory_scope_id, "direct")
-                                    for a in self.graph.direct_assignments(role_id=ent.role_template_id)]
+                                    for a in self.graph.direct_assignments(role_id=role_id)]
             except GraphError as exc:
                 self.audit.append("reconciler.scan_failed", actor=ACTOR.object_id,
                                   data={"role": ent.display_name, "error": str(exc)[:300]})
                 continue
             for assignment_id, principal, scope, kind in assignments:
-                ledger = self.store.ledger(principal, ent.role_template_id, scope)
+                ledger = self.store.ledger(principal, role_id, scope)
                 if ledger.assignment_id == assignment_id:
                     continue
                 seen_key = f"{assignment_id}"
@@ -322,10 +328,55 @@ class ForeignAssignmentScan:
                 action = "reported"
                 if (self.remove and kind != "permanent" and not policy.denylist.matches(principal, "")
                         and not policy.emergency_accounts.matches(principal, "")):
-                    action = self._remove(assignment_id, principal, ent.role_template_id, scope, kind)
+                    action = self._remove(assignment_id, principal, role_id, scope, kind)
                 item["action"] = action
                 if self.notifier is not None:
                     self.notifier.alert("Role assigned outside breakglass", list(item.items()), "warning")
+        return found
+
+    def _scan_group(self, policy: PolicyDocument, ent: Entitlement) -> list[dict[str, str]]:
+        """Members (or owners) of a just-in-time group that breakglass does not hold in its ledger. A group granted
+        just in time should have nobody else in it; any other member is reported. Only a PIM time-bound one is
+        removed (with `remove`): a standing member of a group may be there on purpose, a person decides."""
+        target = ent.assignable()
+        assigner = for_target(self.graph, target, self.mode)
+        try:
+            held = assigner.listing(target)
+        except GraphError as exc:
+            self.audit.append("reconciler.scan_failed", actor=ACTOR.object_id,
+                              data={"role": ent.display_name, "group": target.object_id, "error": str(exc)[:300]})
+            return []
+        found: list[dict[str, str]] = []
+        for row in held:
+            ledger = self.store.ledger(row.principal_id, target.ledger_role, target.scope)
+            if ledger.assignment_id == row.id:
+                continue
+            if self.store.get_doc("foreign-seen", row.id):
+                continue
+            self.store.put_doc("foreign-seen", row.id, {"at": datetime.now(UTC).isoformat()}, ttl_s=86400)
+            kind = "pim" if self.mode is GrantMode.PIM and row.time_bound else (
+                "permanent" if self.mode is GrantMode.PIM else "direct")
+            item = {"assignment_id": row.id, "principal": row.principal_id, "role": target.describe(),
+                    "group": target.object_id, "access": target.scope, "kind": kind}
+            found.append(item)
+            self.audit.append("assignment.foreign_detected", actor=ACTOR.object_id, data=item)
+            action = "reported"
+            if (self.remove and kind == "pim" and not policy.denylist.matches(row.principal_id, "")
+                    and not policy.emergency_accounts.matches(row.principal_id, "")):
+                try:
+                    assigner.remove(target, row.principal_id, row.id,
+                                    justification="breakglass: membership made outside breakglass")
+                    self.audit.append("assignment.foreign_removed", actor=ACTOR.object_id,
+                                      data={"assignment_id": row.id, "principal": row.principal_id,
+                                            "role": target.describe()})
+                    action = "removed"
+                except GraphError as exc:
+                    self.audit.append("assignment.foreign_remove_failed", actor=ACTOR.object_id,
+                                      data={"assignment_id": row.id, "error": str(exc)[:300]})
+                    action = f"removal failed: {exc.code}"
+            item["action"] = action
+            if self.notifier is not None:
+                self.notifier.alert("Group access granted outside breakglass", list(item.items()), "warning")
         return found
 
     def _remove(self, assignment_id: str, principal: str, role: str, scope: str, kind: str) -> str:
