@@ -218,6 +218,26 @@ class Entitlement(Doc):
     warn_before: WarnBefore | None = None
 
 
+MAX_BUNDLE_MEMBERS = 10
+
+
+def _bundle_shorthand(value: object) -> object:
+    # `incident-responder: [security-admin, exchange-admin]` is the short form of a bundle.
+    if isinstance(value, list):
+        return {"entitlements": value}
+    return value
+
+
+class Bundle(Doc):
+    """A named set of entitlements asked for, approved and granted together (all or nothing)."""
+
+    display_name: str = ""
+    entitlements: list[Annotated[str, Field(pattern=KEY)]] = Field(default=[], max_length=MAX_BUNDLE_MEMBERS)
+
+
+BundleEntry = Annotated[Bundle, BeforeValidator(_bundle_shorthand)]
+
+
 class JustificationRules(Doc):
     min_length: StrictInt = Field(default=20, ge=0, le=500)
     max_length: StrictInt = Field(default=2000, ge=50, le=10000)
@@ -397,6 +417,7 @@ class PolicyDocument(Doc):
     rotations: dict[Annotated[str, Field(pattern=KEY)], Rotation] = {}
     approver_groups: dict[Annotated[str, Field(pattern=KEY)], ApproverGroup] = {}
     entitlements: list[Entitlement] = Field(min_length=1)
+    bundles: dict[Annotated[str, Field(pattern=KEY)], BundleEntry] = {}
     justification: JustificationRules = JustificationRules()
     tickets: TicketRules = TicketRules()
     denylist: Denylist = Denylist()
@@ -418,6 +439,15 @@ class PolicyDocument(Doc):
             if e.id == entitlement_id:
                 return e
         return None
+
+    def bundle(self, bundle_id: str) -> Bundle | None:
+        return self.bundles.get(bundle_id)
+
+    def bundle_name(self, bundle_id: str) -> str:
+        bundle = self.bundles.get(bundle_id)
+        if bundle is None:
+            return bundle_id
+        return bundle.display_name or bundle_id
 
     def entitlement_for_role(self, role_template_id: str) -> Entitlement | None:
         for e in self.entitlements:
@@ -630,7 +660,32 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
         if re.fullmatch(pattern, ""):
             problems.append(_problem(("tickets", "patterns", kind), "pattern matches an empty string"))
     problems += _check_emergency(doc)
+    problems += _check_bundles(doc, seen)
     problems += [_problem(loc, message) for loc, message in runbook_references(doc)]
+    return problems
+
+
+def _check_bundles(doc: PolicyDocument, entitlement_ids: dict[str, int]) -> list[Problem]:
+    """A bundle names at least two distinct, defined entitlements, and its key is not an entitlement's id: a
+    request names either, and one name must never mean two things."""
+    problems: list[Problem] = []
+    for key, bundle in doc.bundles.items():
+        if key in entitlement_ids:
+            problems.append(_problem(("bundles", key), f"{key!r} is already an entitlement's id: give the bundle "
+                                                       "another name"))
+        seen: set[str] = set()
+        for j, member in enumerate(bundle.entitlements):
+            if member in doc.bundles:
+                problems.append(_problem(("bundles", key, "entitlements", j),
+                                         f"{member!r} is a bundle: a bundle lists entitlements, not bundles"))
+            elif member not in entitlement_ids:
+                problems.append(_problem(("bundles", key, "entitlements", j), f"unknown entitlement {member!r}"))
+            if member in seen:
+                problems.append(_problem(("bundles", key, "entitlements", j), f"{member!r} is listed twice"))
+            seen.add(member)
+        if len(seen) < 2:
+            problems.append(_problem(("bundles", key, "entitlements"),
+                                     "a bundle needs at least two different entitlements (ask for one on its own)"))
     return problems
 
 

@@ -78,8 +78,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     path = _configured_policy_path(args.file)
     doc, risks = review_policy(*read_policy_text(path))
     lanes = sum(len(e.lanes) for e in doc.entitlements)
+    bundles = f", {len(doc.bundles)} bundle{'s' if len(doc.bundles) != 1 else ''}" if doc.bundles else ""
     print(f"OK: {path}: {len(doc.entitlements)} entitlements, {lanes} lanes, "
-          f"{len(doc.approver_groups)} approver groups (digest {doc.digest()})")
+          f"{len(doc.approver_groups)} approver groups{bundles} (digest {doc.digest()})")
     for risk in risks:
         print(f"WARNING: {risk.render(str(path))}", file=sys.stderr)
     if risks and args.strict:
@@ -126,6 +127,10 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     out = decision.model_dump(mode="json")
     out["reasons"] = decision.reasons
     out["summary"] = decision.summary()
+    # A bundle is explained member by member: each member's own decision, reasons and summary, in bundle order.
+    for member, dumped in zip(decision.members, out["members"], strict=True):
+        dumped["reasons"] = member.reasons
+        dumped["summary"] = member.summary()
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 

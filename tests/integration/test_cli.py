@@ -110,6 +110,19 @@ def test_readme_examples_explain():
         assert json.loads(result.stdout)["outcome"] == outcome
 
 
+def test_policy_explain_explains_a_bundle_member_by_member():
+    result = run("policy", "explain", "--request", "docs/examples/request-bundle.json")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["outcome"] == "needs_approval" and decision["entitlement"] == "incident-responder"
+    members = {m["entitlement"]: m for m in decision["members"]}
+    assert list(members) == ["security-admin", "conditional-access-admin", "user-admin"]
+    assert members["user-admin"]["outcome"] == "auto_approve"
+    assert members["security-admin"]["reasons"] == ["Security Administrator always requires approval."]
+    assert members["conditional-access-admin"]["summary"].startswith("Waiting for approval by Dana Whitfield")
+    assert {a["name"] for a in decision["approvers"]} >= {"Morgan Ellis", "Dana Whitfield"}
+
+
 def test_demo_refuses_a_speed_the_clock_does_not_allow():
     for speed in ("0", "5000"):
         result = run("demo", "--speed", speed)
