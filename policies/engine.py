@@ -385,7 +385,8 @@ def rule_timing(c: Context) -> Iterable[RuleResult]:
 def rule_concurrency(c: Context) -> Iterable[RuleResult]:
     if c.request.extends:
         return
-    holding = [g for g in c.facts.active_grants if g.state in HOLDING_STATES and g.request_id != c.request.id]
+    holding = {g.request_id for g in c.facts.active_grants
+               if g.state in HOLDING_STATES and g.request_id != c.request.id}  # a bundle's members count once
     limit = c.policy.concurrency.max_active_per_principal
     if len(holding) >= limit:
         yield _fail("concurrency.max_active", Effect.DENY,
