@@ -257,6 +257,8 @@ def register_dev(sub: Any) -> None:
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")
+    demo.add_argument("--bundle", action="store_true",
+                      help="play one bundle request (three roles, one approval, all or nothing) instead")
     add_port_flags(demo, dev=False)
     demo.set_defaults(func=cmd_demo)
     doctor = sub.add_parser("doctor", help="check configuration and reachability")
@@ -342,7 +344,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DevStackError as exc:
         print(f"breakglass demo: {exc}", file=sys.stderr)
         return 2
-    return run_demo(args.keep, speed=args.speed, ports=ports)
+    return run_demo(args.keep, speed=args.speed, ports=ports, bundle=args.bundle)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
