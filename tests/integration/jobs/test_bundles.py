@@ -139,3 +139,44 @@ def test_pim_five_minute_floor_keeps_the_rollback_going_until_nothing_is_left(tm
         assert roles_of(product) == set()
     finally:
         product.stop()
+
+
+def test_a_hostile_graph_error_in_a_rolled_back_bundle_reaches_the_ticket_and_the_alert_inert(product):
+    from tests.resilience.test_hostile_text import CODE_TAG, HOSTILE_GRAPH, inert
+
+    product.graph.add_fault(path=PATHS["pim"], method="POST", status=403, skip=2, times=1,
+                            body={"error": {"code": "Authorization_RequestDenied", "message": HOSTILE_GRAPH}})
+    record = approved_bundle(product)
+    product.run_jobs(due=False)
+    failed = product.store.get(record.id)
+    assert failed.state is State.FAILED and "User Administrator" in failed.failure
+    assert roles_of(product) == set()  # the third failed: the first two were rolled back
+    rolled = [e.data["member"] for e in events(product, record.id, "grant.rolled_back")]
+    assert rolled == ["security-admin", "conditional-access-admin"]
+    [note] = [n for n in product.servicenow.work_notes("INC0012347") if "FAILED" in n]
+    inert("the ticket note", note)
+    assert not CODE_TAG.search(note)
+    for activity in product.connector.all_activities():
+        inert("a Teams message", str(activity.get("current", {}).get("summary") or ""))
+
+
+def test_the_reconciler_finishes_a_rollback_whose_job_was_lost(tmp_path, redis_client, redis_url):
+    product = start_product(tmp_path, redis_client, redis_url, stack_config={"pim_min_active_seconds": 300},
+                            pim_min_active_s=300)
+    try:
+        product.graph.add_fault(path=PATHS["pim"], method="POST", status=403, skip=1, times=1,
+                                fixture="graph/error_403_authorization_request_denied.http.json")
+        record = approved_bundle(product)
+        product.run_jobs(due=False)
+        assert product.store.get(record.id).state is State.ACTIVATING
+        queue = product.services.queue
+        for n in range(2, 4):
+            queue.cancel(f"grant_{record.id}_{n}")  # the deferred rollback is lost
+        product.advance(303)
+        product.services.reconciler.tick()
+        product.run_jobs()
+        assert product.store.get(record.id).state is State.FAILED
+        assert roles_of(product) == set()
+        assert events(product, record.id, "grant.rolled_back")[0].data["removed_in_graph"] is True
+    finally:
+        product.stop()
