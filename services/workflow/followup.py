@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from policies.closing import AttachedStep, Closing, StepKind, StepStatus, closing_for
+from policies.closing import AttachedStep, Closing, StepKind, StepStatus, closing_for, closing_for_members
 from policies.durations import format_duration
 from policies.lifecycle import State
 from policies.model import Actor, GrantMode
@@ -130,6 +130,12 @@ class FollowUps:
 
     # --- planning ------------------------------------------------------------------------------------------------
 
+    def _closing(self, record: RequestRecord) -> Closing:
+        policy = self.policies.current()
+        if record.decision.is_bundle:
+            return closing_for_members(policy, [(m.entitlement, m.lane) for m in record.decision.members])
+        return closing_for(policy, record.request.entitlement, record.decision.lane)
+
     def plan(self, request_id: str, phase: str) -> list[str]:
         """Write the phase's steps onto the record (once) and queue those due now; returns the planned keys."""
         record = self.store.get(request_id)
@@ -137,7 +143,7 @@ class FollowUps:
         if record is None or record.step(marker) is not None:
             return []
         now = self.clock.now()
-        closing = closing_for(self.policies.current(), record.request.entitlement, record.decision.lane)
+        closing = self._closing(record)
         planned: list[str] = []
 
         def change(r: RequestRecord) -> RequestRecord:
@@ -494,7 +500,7 @@ class FollowUps:
         now = self.clock.now()
         if record.state is not State.ACTIVE or grant is None or grant.ends_at <= now:
             return Result("skipped", "the grant ended before the warning was due")
-        closing = closing_for(self.policies.current(), record.request.entitlement, record.decision.lane)
+        closing = self._closing(record)
         left = grant.ends_at - now
         if left > closing.warn_before + self.interval:  # extended since: warn before the new end
             return Result("reschedule", "the grant was extended", grant.ends_at - closing.warn_before)

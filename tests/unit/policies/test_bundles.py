@@ -193,3 +193,14 @@ def test_the_engine_never_decides_a_bundle_more_leniently_than_a_member_alone(wh
     assert order[d.outcome] >= max(order[a.outcome] for a in alone)
     assert req.requester not in {a.object_id for a in d.approvers}
     assert req.target not in {a.object_id for a in d.approvers}
+
+
+def test_a_bundles_closing_is_every_members_end_actions_and_steps_and_the_earliest_warning():
+    from policies.closing import closing_for, closing_for_members
+
+    members = [("user-admin", None), ("security-admin", "security-incident")]
+    closing = closing_for_members(DEFAULT, members)
+    assert closing.on_end == {"revoke_sessions"}  # Security Administrator is tier-0; User Administrator is not
+    assert closing_for(DEFAULT, "user-admin", None).on_end == frozenset()
+    assert [s.name for s in closing.steps("after_grant")] == ["contain-affected-account"]
+    assert closing.warn_before == max(closing_for(DEFAULT, e, lane).warn_before for e, lane in members)
