@@ -69,6 +69,12 @@ def test_one_click_grants_every_member_one_receipt_lists_them_and_they_end_toget
     assert events(product, record.id, "grant.expired")[0].data["removed_in_graph"] is True
     # Security and Conditional Access Administrator are tier-0: the bundle's end revokes the holder's sessions.
     assert ended.step("sessions") is not None and ended.step("sessions").status == "done"
+    # The usage report counts each role of the bundle, as each was activated.
+    from services.workflow.usage import build_report
+
+    report = build_report(product.audit.events(), product.runtime.policies.current(),
+                          since=ended.created_at - timedelta(days=1), until=ended.updated_at + timedelta(days=1))
+    assert {(ln.role, ln.activations) for ln in report.lines} == {(role, 1) for role in ROLES.values()}
 
 
 def test_deactivate_and_extend_apply_to_every_member(stack):
