@@ -57,6 +57,9 @@ def test_one_click_grants_every_member_one_receipt_lists_them_and_they_end_toget
     assert {g.ends_at for g in active.grants} == {active.grant.ends_at}  # one end for every member
     activated = events(product, record.id, "grant.activated")
     assert [e.data["member"] for e in activated] == list(ROLES.values())  # each member logged on its own
+    [pack] = [product.servicenow.attachment_content(a["sys_id"]).decode() for a in product.servicenow.attachments()
+              if a["file_name"].endswith("-activated.md")]
+    assert "**Member:** Security Administrator" in pack and "**Member:** User Administrator" in pack
     notes = [n for n in product.servicenow.work_notes("INC0012347") if "granted to" in n]
     assert len(notes) == 1 and all(name in notes[0] for name in ("Security Administrator",
                                                                   "Conditional Access Administrator",
