@@ -285,7 +285,7 @@ class FollowUps:
     def _alert(self, record: RequestRecord, step: StepStatus) -> None:
         try:
             self.notifier.alert(f"Follow-up step failed: {step.label}", [
-                ("Request", record.id), ("Role", record.decision.entitlement_name),
+                ("Request", record.id), ("Role", record.access_name),
                 ("Holder", record.target_name or record.request.target), ("Step", step.label),
                 ("Error", step.detail or "unknown")], "critical")
         except Exception:  # the outcome is recorded and audited; a lost alert must not undo that
@@ -459,7 +459,10 @@ class FollowUps:
             "affected_account": None if affected is None else {"object_id": affected.object_id, "upn": affected.upn,
                                                                "name": affected.name, "source": affected.source},
             "ticket": record.request.ticket, "state": record.state.value, "end_reason": record.end_reason,
-            "starts_at": g.starts_at.isoformat() if g else None, "ends_at": g.ends_at.isoformat() if g else None}
+            "starts_at": g.starts_at.isoformat() if g else None, "ends_at": g.ends_at.isoformat() if g else None,
+            # A bundle: every member's role (the top-level role_definition_id is empty for a bundle).
+            **({"members": [{"role": m.entitlement_name, "role_definition_id": m.role_definition_id}
+                            for m in record.decision.members]} if record.decision.is_bundle else {})}
 
     def _activity(self, record: RequestRecord, step: StepStatus) -> Result:
         grant = record.grant
@@ -525,7 +528,7 @@ class FollowUps:
         grant = record.grant
         end = ended_at(record)
         facts = [("Holder", record.target_name or record.request.target),
-                 ("Role", record.decision.entitlement_name)]
+                 ("Role", record.access_name)]
         if grant is not None:
             facts.append(("From", f"{grant.starts_at:%Y-%m-%d %H:%M:%S} UTC"))
         facts += [("To", f"{end:%Y-%m-%d %H:%M:%S} UTC"), ("Ended by", self.how_it_ended(record))]
