@@ -16,7 +16,7 @@ would send them, against an ephemeral dev stack whose clock runs 60x faster by d
    Morgan Ellis and Jordan Reyes (Security Operations) tick the four items; the incident gets its closing note.
 
 `breakglass demo --bundle` plays one bundle request instead: Riley Chen asks for the Incident responder bundle
-(Security, Conditional Access and User Administrator) in her own words; the intake card comes back with the bundle
+(Conditional Access, User and Helpdesk Administrator) in her own words; the intake card comes back with the bundle
 chosen, one approval card and one click by Dana Whitfield cover every member, each member's activation is logged on
 its own, one receipt names them all, and they end together at expiry.
 """

@@ -10,7 +10,7 @@ from tests.integration.bot.conftest import inputs, texts
 from tests.integration.bot.test_flows import intake, only_request, submit
 
 BUNDLE_TEXT = "Need the incident responder bundle for 45 minutes to contain the token theft, INC0012347"
-MEMBERS = ("Security Administrator", "Conditional Access Administrator", "User Administrator")
+MEMBERS = ("Conditional Access Administrator", "User Administrator", "Helpdesk Administrator")
 
 
 async def test_a_bundle_is_offered_prefilled_approved_with_one_click_and_granted_whole(teams):

@@ -14,9 +14,9 @@ from tests.harness import Product, start_product
 from tests.integration.jobs.conftest import submit
 
 BUNDLE = "incident-responder"
-ROLES = {"194ae4cb-b126-40b2-bd5b-6091b380977d": "security-admin",
-         "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9": "conditional-access-admin",
-         "fe930be7-5e62-47db-91af-98c3a49a38b1": "user-admin"}
+ROLES = {"b1be1c3e-b65d-4f19-8427-f6fa0d97feb9": "conditional-access-admin",
+         "fe930be7-5e62-47db-91af-98c3a49a38b1": "user-admin",
+         "729827e3-9c14-49f7-bb1b-9608f156bbb8": "helpdesk-admin"}
 RILEY = PEOPLE["riley"]
 DANA = Who(PEOPLE["dana"].object_id, "Dana Whitfield")
 JUST = "Contain the token theft on the finance tenant and block the attacker's sign-ins, INC0012347"
@@ -59,18 +59,18 @@ def test_one_click_grants_every_member_one_receipt_lists_them_and_they_end_toget
     assert [e.data["member"] for e in activated] == list(ROLES.values())  # each member logged on its own
     [pack] = [product.servicenow.attachment_content(a["sys_id"]).decode() for a in product.servicenow.attachments()
               if a["file_name"].endswith("-activated.md")]
-    assert "**Member:** Security Administrator" in pack and "**Member:** User Administrator" in pack
+    assert "**Member:** Conditional Access Administrator" in pack and "**Member:** User Administrator" in pack
     notes = [n for n in product.servicenow.work_notes("INC0012347") if "granted to" in n]
-    assert len(notes) == 1 and all(name in notes[0] for name in ("Security Administrator",
-                                                                  "Conditional Access Administrator",
-                                                                  "User Administrator"))
+    assert len(notes) == 1 and all(name in notes[0] for name in ("Conditional Access Administrator",
+                                                                  "User Administrator",
+                                                                  "Helpdesk Administrator"))
     product.advance(601)
     product.run_jobs()
     ended = product.store.get(record.id)
     assert ended.state is State.EXPIRED
     assert roles_of(product) == set()
     assert events(product, record.id, "grant.expired")[0].data["removed_in_graph"] is True
-    # Security and Conditional Access Administrator are tier-0: the bundle's end revokes the holder's sessions.
+    # Conditional Access Administrator is tier-0: the bundle's end revokes the holder's sessions.
     assert ended.step("sessions") is not None and ended.step("sessions").status == "done"
     # The usage report counts each role of the bundle, as each was activated.
     from services.workflow.usage import build_report
@@ -112,13 +112,13 @@ def test_the_second_of_three_members_failing_rolls_the_first_back_and_ends_faile
     product.run_jobs(due=False)
     failed = product.store.get(record.id)
     assert failed.state is State.FAILED and "Authorization_RequestDenied" in failed.failure
-    assert "Conditional Access Administrator" in failed.failure
+    assert "User Administrator" in failed.failure
     assert roles_of(product) == set()  # no partial access survives
     started = events(product, record.id, "grant.rollback_started")
-    assert started and started[0].data["failed_member"] == "conditional-access-admin"
-    assert started[0].data["to_remove"] == ["security-admin"]
+    assert started and started[0].data["failed_member"] == "user-admin"
+    assert started[0].data["to_remove"] == ["conditional-access-admin"]
     rolled = events(product, record.id, "grant.rolled_back")
-    assert [(e.data["member"], e.data["removed_in_graph"]) for e in rolled] == [("security-admin", True)]
+    assert [(e.data["member"], e.data["removed_in_graph"]) for e in rolled] == [("conditional-access-admin", True)]
     assert events(product, record.id, "grant.failed") and not events(product, record.id, "grant.activated")
     order = [e.event for e in product.audit.for_request(record.id)]
     assert order.index("grant.rollback_started") < order.index("grant.rollback_requested") \
@@ -129,7 +129,7 @@ def test_the_second_of_three_members_failing_rolls_the_first_back_and_ends_faile
                         if a["conversationId"].startswith("19:"))
     assert "Access grant failed" in channel
     # The third member was never asked for.
-    assert all("fe930be7" not in str(c) for c in product.graph.calls.list(path=PATHS[mode], method="POST"))
+    assert all("729827e3" not in str(c) for c in product.graph.calls.list(path=PATHS[mode], method="POST"))
 
 
 def test_pim_five_minute_floor_keeps_the_rollback_going_until_nothing_is_left(tmp_path, redis_client, redis_url):
@@ -144,7 +144,7 @@ def test_pim_five_minute_floor_keeps_the_rollback_going_until_nothing_is_left(tm
         # PIM refuses the removal for five minutes: the request is not called FAILED while access remains.
         assert rolling.state is State.ACTIVATING and "rolled back" in rolling.failure
         assert events(product, record.id, "grant.rollback_retry")
-        assert roles_of(product) == {"194ae4cb-b126-40b2-bd5b-6091b380977d"}
+        assert roles_of(product) == {"b1be1c3e-b65d-4f19-8427-f6fa0d97feb9"}
         product.advance(303)
         product.run_jobs()
         assert product.store.get(record.id).state is State.FAILED
@@ -161,10 +161,10 @@ def test_a_hostile_graph_error_in_a_rolled_back_bundle_reaches_the_ticket_and_th
     record = approved_bundle(product)
     product.run_jobs(due=False)
     failed = product.store.get(record.id)
-    assert failed.state is State.FAILED and "User Administrator" in failed.failure
+    assert failed.state is State.FAILED and "Helpdesk Administrator" in failed.failure
     assert roles_of(product) == set()  # the third failed: the first two were rolled back
     rolled = [e.data["member"] for e in events(product, record.id, "grant.rolled_back")]
-    assert rolled == ["security-admin", "conditional-access-admin"]
+    assert rolled == ["conditional-access-admin", "user-admin"]
     [note] = [n for n in product.servicenow.work_notes("INC0012347") if "FAILED" in n]
     inert("the ticket note", note)
     assert not CODE_TAG.search(note)

@@ -22,7 +22,11 @@ BUNDLE = "incident-responder"
 MONDAY = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)  # 11:00 in Berlin: business hours
 JUST = "Contain the token theft on the finance mailbox and block the attacker's sign-ins, INC0012345"
 SECTION = ("bundles:\n  incident-responder:\n    display_name: Incident responder\n"
-           "    entitlements: [security-admin, conditional-access-admin, user-admin]\n")
+           "    entitlements: [conditional-access-admin, user-admin, helpdesk-admin]\n")
+# Two members needing approval from different approver groups (valid; `policy check` warns about it).
+WIDE_TEXT = TEXT.replace(SECTION, SECTION.replace("[conditional-access-admin, user-admin, helpdesk-admin]",
+                                                  "[security-admin, conditional-access-admin, user-admin]"))
+WIDE = parse_policy(WIDE_TEXT)
 
 
 def problems_of(text: str) -> list[str]:
@@ -32,7 +36,7 @@ def problems_of(text: str) -> list[str]:
 
 
 def test_the_shipped_policy_has_a_bundle_and_the_short_form_parses():
-    assert DEFAULT.bundles[BUNDLE].entitlements == ["security-admin", "conditional-access-admin", "user-admin"]
+    assert DEFAULT.bundles[BUNDLE].entitlements == ["conditional-access-admin", "user-admin", "helpdesk-admin"]
     short = parse_policy(TEXT.replace(SECTION, "bundles:\n  pair: [security-admin, user-admin]\n"))
     assert short.bundles["pair"].entitlements == ["security-admin", "user-admin"]
     assert short.bundle_name("pair") == "pair"
@@ -64,19 +68,32 @@ def _case(who: str = "riley", *, at: datetime = MONDAY, minutes: int = 30, **kw:
 
 def test_the_bundle_needs_the_union_of_the_approvers_of_the_members_that_need_one():
     req, facts = _case()
-    d = evaluate(req, facts, MONDAY, DEFAULT)
-    assert d.is_bundle and [m.entitlement for m in d.members] == DEFAULT.bundles[BUNDLE].entitlements
+    d = evaluate(req, facts, MONDAY, WIDE)
+    assert d.is_bundle and [m.entitlement for m in d.members] == WIDE.bundles[BUNDLE].entitlements
     assert d.outcome is Outcome.NEEDS_APPROVAL and d.quorum == 1
     assert {a.name for a in d.approvers} == {"Morgan Ellis", "Dana Whitfield", "Priya Natarajan", "Bo Achterberg"}
     assert d.max_duration == timedelta(hours=4)  # the smallest member maximum (user-admin's 8h is larger)
     assert d.entitlement == BUNDLE and d.entitlement_name == "Incident responder"
+    shipped = evaluate(req, facts, MONDAY, DEFAULT)  # only Conditional Access Administrator needs approval there
+    assert {a.name for a in shipped.approvers} == {"Dana Whitfield", "Bo Achterberg"}
+
+
+def test_a_bundle_that_widens_who_approves_a_tier0_member_is_a_warning():
+    from policies.document import review_policy
+
+    _, risks = review_policy(WIDE_TEXT)
+    found = [r.render("p.yaml") for r in risks if r.path == "bundles.incident-responder"]
+    assert len(found) == 2 and any("security-leads may approve this bundle, and with it Conditional Access "
+                                   "Administrator" in f for f in found)
+    _, risks = review_policy(TEXT)
+    assert not [r for r in risks if r.path.startswith("bundles")]
 
 
 def test_one_member_over_its_maximum_denies_the_bundle():
-    policy = parse_policy(TEXT.replace("max_duration: 4h\n    approval: required\n    approvers: [identity-leads]\n"
-                                       "    eligible: [it-admins, identity-oncall]",
-                                       "max_duration: 1h\n    approval: required\n    approvers: [identity-leads]\n"
-                                       "    eligible: [it-admins, identity-oncall]"))
+    policy = parse_policy(WIDE_TEXT.replace("max_duration: 4h\n    approval: required\n    approvers: "
+                                            "[identity-leads]\n    eligible: [it-admins, identity-oncall]",
+                                            "max_duration: 1h\n    approval: required\n    approvers: "
+                                            "[identity-leads]\n    eligible: [it-admins, identity-oncall]"))
     req, facts = _case(minutes=90)
     d = evaluate(req, facts, MONDAY, policy)
     assert d.outcome is Outcome.DENY and d.max_duration == timedelta(hours=1)
@@ -92,13 +109,14 @@ def test_a_requester_not_eligible_for_every_member_is_not_offered_the_bundle_and
 
 def test_a_click_is_authorised_against_every_member_of_the_current_policy():
     req, facts = _case()
-    record = record_for(DEFAULT, req, facts, MONDAY)
-    assert {a.name for a in current_approvers(record, DEFAULT, MONDAY)} >= {"Morgan Ellis", "Dana Whitfield"}
+    record = record_for(WIDE, req, facts, MONDAY)
+    assert {a.name for a in current_approvers(record, WIDE, MONDAY)} >= {"Morgan Ellis", "Dana Whitfield"}
     # Security Administrator's approvers changed: Morgan (security leads only) may no longer approve the bundle.
-    changed = parse_policy(TEXT.replace("    approvers: [security-leads]\n", "    approvers: [identity-leads]\n", 1))
+    changed = parse_policy(WIDE_TEXT.replace("    approvers: [security-leads]\n", "    approvers: [identity-leads]\n",
+                                             1))
     assert "Morgan Ellis" not in {a.name for a in current_approvers(record, changed, MONDAY)}
     # A member the policy no longer has leaves nobody to approve the bundle.
-    gone = DEFAULT.model_copy(update={"entitlements": [e for e in DEFAULT.entitlements if e.id != "user-admin"]})
+    gone = WIDE.model_copy(update={"entitlements": [e for e in WIDE.entitlements if e.id != "user-admin"]})
     assert current_approvers(record, gone, MONDAY) == []
 
 

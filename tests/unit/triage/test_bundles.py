@@ -16,7 +16,7 @@ MEMBERS = set(POLICY.bundles["incident-responder"].entitlements)
 
 def test_naming_the_bundle_or_exactly_its_roles_preselects_it():
     for text in ("Need the incident responder bundle for 45 minutes, INC0012345",
-                 "Need Security Administrator, Conditional Access Administrator and User Administrator for 45 "
+                 "Need Conditional Access Administrator, User Administrator and Helpdesk Administrator for 45 "
                  "minutes to contain the token theft, INC0012345"):
         s = RulesTriage().analyse(text, POLICY)
         assert s is not None and s.bundle == "incident-responder", s
@@ -27,7 +27,7 @@ def test_naming_the_bundle_or_exactly_its_roles_preselects_it():
 
 
 def test_naming_only_some_of_its_roles_never_widens_to_the_bundle():
-    s = RulesTriage().analyse("Need Security Administrator and User Administrator for 30 minutes, INC0012345",
+    s = RulesTriage().analyse("Need Conditional Access Administrator and User Administrator for 30 minutes, INC0012345",
                               POLICY)
     assert s is not None and s.bundle is None
 
