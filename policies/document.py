@@ -732,10 +732,11 @@ def _approver_keys(doc: PolicyDocument, ent: Entitlement) -> set[str]:
     return keys
 
 
-def _bundle_risks(doc: PolicyDocument) -> list[Problem]:
-    """A bundle is approved by the union of its members' approvers: someone who may approve one member then
-    approves a tier-0 member they could not approve alone. Valid (the issue asks for the union), but worth a word."""
-    problems: list[Problem] = []
+def bundle_widenings(doc: PolicyDocument) -> list[tuple[str, str]]:
+    """(bundle key, sentence) for each tier-0 member a bundle lets another approver group approve. A bundle is
+    approved by the union of its members' approvers: someone who may approve one member then approves a tier-0
+    member they could not approve alone. Valid (bundles are specified that way), but worth a warning."""
+    out: list[tuple[str, str]] = []
     for key, bundle in doc.bundles.items():
         members = [e for e in (doc.entitlement(m) for m in bundle.entitlements) if e is not None]
         union = set().union(*(_approver_keys(doc, e) for e in members))
@@ -743,10 +744,13 @@ def _bundle_risks(doc: PolicyDocument) -> list[Problem]:
             name = tier0_name(ent.role_template_id)
             extra = sorted(union - _approver_keys(doc, ent))
             if name is not None and extra:
-                problems.append(_problem(("bundles", key),
-                                         f"approver group(s) {', '.join(extra)} may approve this bundle, and with it "
-                                         f"{name}, a tier-0 role they cannot approve on its own"))
-    return problems
+                out.append((key, f"approver group(s) {', '.join(extra)} may approve this bundle, and with it {name}, "
+                                 "a tier-0 role they cannot approve on its own"))
+    return out
+
+
+def _bundle_risks(doc: PolicyDocument) -> list[Problem]:
+    return [_problem(("bundles", key), message) for key, message in bundle_widenings(doc)]
 
 
 def review_policy(text: str, source: str = "<policy>") -> tuple[PolicyDocument, list[Problem]]:

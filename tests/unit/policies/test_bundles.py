@@ -222,3 +222,13 @@ def test_a_bundles_closing_is_every_members_end_actions_and_steps_and_the_earlie
     assert closing_for(DEFAULT, "user-admin", None).on_end == frozenset()
     assert [s.name for s in closing.steps("after_grant")] == ["contain-affected-account"]
     assert closing.warn_before == max(closing_for(DEFAULT, e, lane).warn_before for e, lane in members)
+
+
+def test_a_new_bundle_widening_tier0_approvers_weakens_the_policy_and_the_shipped_one_does_not():
+    from policies.changes import tier0_weakenings
+
+    without = parse_policy(TEXT.replace(SECTION, ""))
+    assert tier0_weakenings(without, DEFAULT) == []
+    found = tier0_weakenings(DEFAULT, WIDE)
+    assert found and all(f.startswith("bundle 'incident-responder': approver group(s)") for f in found)
+    assert tier0_weakenings(WIDE, WIDE) == []
