@@ -11,7 +11,7 @@ from typing import Any
 from cards.intake import EntitlementChoice, IntakeForm, intake_card
 from policies.closing import asks_affected_account
 from policies.document import Entitlement, PolicyDocument
-from policies.engine import eligible_entitlements, longest_for
+from policies.engine import eligible_bundles, eligible_entitlements, longest_for
 from policies.model import Principal
 from policies.provenance import Provenance, settle
 from services.composition import Services
@@ -33,6 +33,14 @@ def choices_for(policy: PolicyDocument, requester: Principal) -> list[Entitlemen
         longest = longest_for(policy, requester, ent) or ent.max_duration
         out.append(EntitlementChoice(id=ent.id, display_name=ent.assignable().describe(), max_duration=longest,
                                      needs_approval=ent.approval == "required", is_group=ent.kind == "group"))
+    # Bundles after the roles, only those whose every member this requester may ask for; the longest is the
+    # shortest of the members' (the bundle ends as one).
+    by_id = {c.id: c for c in out}
+    for key in eligible_bundles(policy, requester):
+        members = [by_id[m] for m in policy.bundles[key].entitlements]
+        out.append(EntitlementChoice(
+            id=key, display_name=f"Bundle: {policy.bundle_name(key)} — " + " + ".join(m.display_name for m in members),
+            max_duration=min(m.max_duration for m in members), needs_approval=any(m.needs_approval for m in members)))
     return out
 
 
@@ -66,8 +74,8 @@ class Intake:
         minutes = filled.duration_minutes
         if minutes is None:
             # Nothing recognised: offer an hour (or less, if the suggested role allows this requester less).
-            chosen = next((e for e in eligible if e.id == filled.entitlement), None)
-            longest = longest_for(policy, requester, chosen) if chosen else None
+            chosen = next((c for c in choices_for(policy, requester) if c.id == filled.entitlement), None)
+            longest = chosen.max_duration if chosen else None
             minutes = min(DEFAULT_MINUTES, int(longest.total_seconds() // 60)) if longest else DEFAULT_MINUTES
             origins["duration_minutes"] = "default"
         form = IntakeForm(entitlement=filled.entitlement, duration_minutes=minutes,

@@ -143,6 +143,8 @@ def relative(value: datetime, now: datetime) -> str:
 # --- people and roles -----------------------------------------------------------------------------------------
 
 def role_name(record: RequestRecord) -> str:
+    if record.decision.is_bundle:  # every member named: one card (approval, receipt) covers them all
+        return record.access_name
     name = record.decision.entitlement_name or record.request.entitlement
     lane = record.decision.lane or record.request.lane
     return f"{name} ({lane} lane)" if lane else name

@@ -25,7 +25,7 @@ def notify_decision(request_id: str) -> dict[str, Any]:
 
 def decision_text(record: RequestRecord) -> str:
     """An approval is announced by its grant job after the Graph request, so it says how the grant went too."""
-    subject = f"Your request {record.id} for {record.decision.entitlement_name}"
+    subject = f"Your request {record.id} for {record.access_name}"
     state = record.state
     comments = "".join(f" {a.approver_name or a.approver} wrote: “{a.reason}”." for a in record.approvals
                        if a.reason and a.verdict.value == "approve")
@@ -62,7 +62,7 @@ def extension_asked_text(extension: RequestRecord, original: RequestRecord) -> s
     holds = " (who holds the role)" if extension.request.requester == extension.request.target else ""
     status = {State.PENDING_APPROVAL: "it is waiting for approval", State.APPROVED: "it was approved by policy",
               State.DENIED: "the policy denied it"}.get(extension.state, f"it is {extension.state.value}")
-    return (f"{asker}{holds} asked to extend {original.id} ({original.decision.entitlement_name}), which you "
+    return (f"{asker}{holds} asked to extend {original.id} ({original.access_name}), which you "
             f"requested, by {format_duration(extension.request.duration)}: request {extension.id}; {status}.")
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from policies.bundles import merge_approvers
 from policies.document import PolicyDocument
 from policies.engine import resolve_approvers
 from policies.lifecycle import Event, State
-from policies.model import Actor, Approval, Approver, Verdict
+from policies.model import Actor, Approval, Approver, Outcome, Verdict
 from policies.record import RequestRecord
 
 
@@ -37,16 +38,37 @@ class ApprovalRefusedError(Exception):
 
 
 def current_approvers(record: RequestRecord, policy: PolicyDocument, now: datetime) -> list[Approver]:
-    entitlement = policy.entitlement(record.request.entitlement)
+    if record.decision.is_bundle:
+        return _bundle_approvers(record, policy, now)
+    return _approvers_of(record, record.request.entitlement, record.decision.lane, policy, now) or []
+
+
+def _approvers_of(record: RequestRecord, entitlement_id: str, lane_id: str | None, policy: PolicyDocument,
+                  now: datetime) -> list[Approver] | None:
+    """None when the policy no longer has the entitlement or the lane the request was decided on."""
+    entitlement = policy.entitlement(entitlement_id)
     if entitlement is None:
-        return []
+        return None
     lane = None
-    if record.decision.lane:
-        lane = next((la for la in entitlement.lanes if la.id == record.decision.lane), None)
+    if lane_id:
+        lane = next((la for la in entitlement.lanes if la.id == lane_id), None)
         if lane is None:
-            return []
+            return None
     return resolve_approvers(policy, entitlement, lane, now,
                              exclude={record.request.requester, record.request.target})
+
+
+def _bundle_approvers(record: RequestRecord, policy: PolicyDocument, now: datetime) -> list[Approver]:
+    """The union of the current approvers of every member that needed approval, each member re-read from the
+    policy now. A member the policy no longer defines leaves nobody to approve the bundle (fail closed)."""
+    groups = []
+    for member in record.decision.members:
+        approvers = _approvers_of(record, member.entitlement, member.lane, policy, now)
+        if approvers is None:
+            return []
+        if member.outcome is Outcome.NEEDS_APPROVAL:
+            groups.append(approvers)
+    return list(merge_approvers(groups))
 
 
 def authorise_vote(record: RequestRecord, clicker_id: str, verdict: Verdict, now: datetime,

@@ -5,16 +5,17 @@ a tier-0 entitlement or lane added; approval required → none; quorum lowered; 
 eligible, allowed to request for others or allowed to approve (groups added, a group key pointed at another Entra
 group, approver-group members or backups added, backups allowed to decide before escalation);
 target_must_be_eligible switched off; a lane no longer requiring an incident, or approving by rule under looser
-conditions (a condition dropped, a less urgent priority accepted, or rule approval added). And for everyone: the
-denylist shrunk. Not counted: removals and tightenings, and changes to non-tier-0 roles, freezes, business hours
-and justification rules (they are audited as a change all the same).
+conditions (a condition dropped, a less urgent priority accepted, or rule approval added); a bundle newly letting an
+approver group approve a tier-0 member it cannot approve on its own. And for everyone: the denylist shrunk. Not
+counted: removals and tightenings, and changes to non-tier-0 roles, freezes, business hours and justification rules
+(they are audited as a change all the same).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from policies.document import Entitlement, Lane, PolicyDocument
+from policies.document import Entitlement, Lane, PolicyDocument, bundle_widenings
 from policies.durations import format_duration
 from policies.tier0 import tier0_name
 
@@ -109,6 +110,8 @@ def tier0_weakenings(old: PolicyDocument, new: PolicyDocument) -> list[str]:
             out.append(f"{name}: now requestable (entitlement {ent.id!r} added)")
             continue
         out += [f"{name}: {change}" for change in _entitlement(old, new, was, ent)]
+    before = set(bundle_widenings(old))
+    out += [f"bundle {key!r}: {message}" for key, message in bundle_widenings(new) if (key, message) not in before]
     dropped = sorted(set(old.denylist.object_ids) - set(new.denylist.object_ids)) + sorted(
         set(old.denylist.upn_patterns) - set(new.denylist.upn_patterns))
     if dropped:

@@ -153,6 +153,22 @@ def closing_for(doc: PolicyDocument, entitlement_id: str, lane_id: str | None) -
     return Closing(frozenset(on_end), runbooks, WARN_BEFORE if warn is None else warn)
 
 
+def closing_for_members(doc: PolicyDocument, members: Sequence[tuple[str, str | None]]) -> Closing:
+    """A bundle's closing: every member's end actions and runbook steps (each step once, in member order), and the
+    earliest of their warnings (the members end together, so the holder hears once, in time for every member)."""
+    parts = [closing_for(doc, entitlement_id, lane_id) for entitlement_id, lane_id in members]
+    runbooks: dict[str, tuple[AttachedStep, ...]] = {}
+    for phase in PHASES:
+        steps: dict[str, AttachedStep] = {}
+        for part in parts:
+            for attached in part.steps(phase):
+                steps.setdefault(attached.name, attached)
+        if steps:
+            runbooks[phase] = tuple(steps.values())
+    warn = max((p.warn_before for p in parts), default=WARN_BEFORE)
+    return Closing(frozenset().union(*(p.on_end for p in parts)), runbooks, warn)
+
+
 def asks_affected_account(doc: PolicyDocument, entitlement_ids: Sequence[str]) -> bool:
     """Whether any of these entitlements (or their lanes) runs a step on the incident's affected account: only then
     does the intake form ask for one."""

@@ -237,7 +237,6 @@ class Entitlement(Doc):
     runbooks: RunbookAttachments | None = None
     warn_before: WarnBefore | None = None
 
-
     @model_validator(mode="after")
     def _target(self) -> Entitlement:
         if self.kind == "role":
@@ -261,6 +260,26 @@ class Entitlement(Doc):
             return Assignable.group(self.group_id, self.access, self.display_name)
         assert self.role_template_id is not None
         return Assignable.role(self.role_template_id, self.scope, self.display_name)
+
+
+MAX_BUNDLE_MEMBERS = 10
+
+
+def _bundle_shorthand(value: object) -> object:
+    # `incident-responder: [security-admin, exchange-admin]` is the short form of a bundle.
+    if isinstance(value, list):
+        return {"entitlements": value}
+    return value
+
+
+class Bundle(Doc):
+    """A named set of entitlements asked for, approved and granted together (all or nothing)."""
+
+    display_name: str = ""
+    entitlements: list[Annotated[str, Field(pattern=KEY)]] = Field(default=[], max_length=MAX_BUNDLE_MEMBERS)
+
+
+BundleEntry = Annotated[Bundle, BeforeValidator(_bundle_shorthand)]
 
 
 class JustificationRules(Doc):
@@ -442,6 +461,7 @@ class PolicyDocument(Doc):
     rotations: dict[Annotated[str, Field(pattern=KEY)], Rotation] = {}
     approver_groups: dict[Annotated[str, Field(pattern=KEY)], ApproverGroup] = {}
     entitlements: list[Entitlement] = Field(min_length=1)
+    bundles: dict[Annotated[str, Field(pattern=KEY)], BundleEntry] = {}
     justification: JustificationRules = JustificationRules()
     tickets: TicketRules = TicketRules()
     denylist: Denylist = Denylist()
@@ -463,6 +483,15 @@ class PolicyDocument(Doc):
             if e.id == entitlement_id:
                 return e
         return None
+
+    def bundle(self, bundle_id: str) -> Bundle | None:
+        return self.bundles.get(bundle_id)
+
+    def bundle_name(self, bundle_id: str) -> str:
+        bundle = self.bundles.get(bundle_id)
+        if bundle is None:
+            return bundle_id
+        return bundle.display_name or bundle_id
 
     def entitlement_for_role(self, role_template_id: str | None) -> Entitlement | None:
         if not role_template_id:
@@ -681,7 +710,32 @@ def check_references(doc: PolicyDocument) -> list[Problem]:
         if re.fullmatch(pattern, ""):
             problems.append(_problem(("tickets", "patterns", kind), "pattern matches an empty string"))
     problems += _check_emergency(doc)
+    problems += _check_bundles(doc, seen)
     problems += [_problem(loc, message) for loc, message in runbook_references(doc)]
+    return problems
+
+
+def _check_bundles(doc: PolicyDocument, entitlement_ids: dict[str, int]) -> list[Problem]:
+    """A bundle names at least two distinct, defined entitlements, and its key is not an entitlement's id: a
+    request names either, and one name must never mean two things."""
+    problems: list[Problem] = []
+    for key, bundle in doc.bundles.items():
+        if key in entitlement_ids:
+            problems.append(_problem(("bundles", key), f"{key!r} is already an entitlement's id: give the bundle "
+                                                       "another name"))
+        seen: set[str] = set()
+        for j, member in enumerate(bundle.entitlements):
+            if member in doc.bundles:
+                problems.append(_problem(("bundles", key, "entitlements", j),
+                                         f"{member!r} is a bundle: a bundle lists entitlements, not bundles"))
+            elif member not in entitlement_ids:
+                problems.append(_problem(("bundles", key, "entitlements", j), f"unknown entitlement {member!r}"))
+            if member in seen:
+                problems.append(_problem(("bundles", key, "entitlements", j), f"{member!r} is listed twice"))
+            seen.add(member)
+        if len(seen) < 2:
+            problems.append(_problem(("bundles", key, "entitlements"),
+                                     "a bundle needs at least two different entitlements (ask for one on its own)"))
     return problems
 
 
@@ -714,10 +768,39 @@ def policy_risks(doc: PolicyDocument) -> list[Problem]:
                                          f"lane {lane.id!r} approves {name}, a tier-0 role, by rule with no "
                                          f"condition"))
     problems += [_problem(loc, message) for loc, message in closing_risks(doc)]
+    problems += _bundle_risks(doc)
     if not doc.denylist.object_ids and not doc.denylist.upn_patterns:
         problems.append(_problem(("denylist",), "the denylist is empty: emergency-access and service accounts can "
                                                 "be elevated like anyone else"))
     return problems
+
+
+def _approver_keys(doc: PolicyDocument, ent: Entitlement) -> set[str]:
+    keys = set(ent.approvers or doc.fallback_approvers)
+    for lane in ent.lanes:
+        keys |= set(lane.approvers or [])
+    return keys
+
+
+def bundle_widenings(doc: PolicyDocument) -> list[tuple[str, str]]:
+    """(bundle key, sentence) for each tier-0 member a bundle lets another approver group approve. A bundle is
+    approved by the union of its members' approvers: someone who may approve one member then approves a tier-0
+    member they could not approve alone. Valid (bundles are specified that way), but worth a warning."""
+    out: list[tuple[str, str]] = []
+    for key, bundle in doc.bundles.items():
+        members = [e for e in (doc.entitlement(m) for m in bundle.entitlements) if e is not None]
+        union = set().union(*(_approver_keys(doc, e) for e in members))
+        for ent in members:
+            name = tier0_name(ent.role_template_id)
+            extra = sorted(union - _approver_keys(doc, ent))
+            if name is not None and extra:
+                out.append((key, f"approver group(s) {', '.join(extra)} may approve this bundle, and with it {name}, "
+                                 "a tier-0 role they cannot approve on its own"))
+    return out
+
+
+def _bundle_risks(doc: PolicyDocument) -> list[Problem]:
+    return [_problem(("bundles", key), message) for key, message in bundle_widenings(doc)]
 
 
 def review_policy(text: str, source: str = "<policy>") -> tuple[PolicyDocument, list[Problem]]:

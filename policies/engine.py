@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from policies.bundles import combine
 from policies.document import Entitlement, Lane, PolicyDocument
 from policies.durations import format_duration
 from policies.model import (
@@ -384,7 +385,8 @@ def rule_timing(c: Context) -> Iterable[RuleResult]:
 def rule_concurrency(c: Context) -> Iterable[RuleResult]:
     if c.request.extends:
         return
-    holding = [g for g in c.facts.active_grants if g.state in HOLDING_STATES and g.request_id != c.request.id]
+    holding = {g.request_id for g in c.facts.active_grants
+               if g.state in HOLDING_STATES and g.request_id != c.request.id}  # a bundle's members count once
     limit = c.policy.concurrency.max_active_per_principal
     if len(holding) >= limit:
         yield _fail("concurrency.max_active", Effect.DENY,
@@ -511,6 +513,8 @@ def evaluate(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyD
         raise ValueError("now must be timezone-aware")
     digest = policy.digest()
     entitlement = policy.entitlement(request.entitlement)
+    if entitlement is None and policy.bundle(request.entitlement) is not None:
+        return evaluate_bundle(request, facts, now, policy, digest)
     if entitlement is None:
         return Decision(outcome=Outcome.DENY, entitlement=request.entitlement, rules=(
             _fail("entitlement.known", Effect.DENY, f"There is no entitlement {request.entitlement!r}."),),
@@ -571,6 +575,24 @@ def evaluate(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyD
         policy_digest=digest,
         evaluated_at=now,
     )
+
+
+def evaluate_bundle(request: GrantRequest, facts: Facts, now: datetime, policy: PolicyDocument,
+                    digest: str) -> Decision:
+    """Each member decided as if asked for alone (its own lane, approvers and limits), then the strictest of them
+    (policies.bundles)."""
+    bundle = policy.bundles[request.entitlement]
+    members = [evaluate(request.model_copy(update={"entitlement": member}), facts, now, policy)
+               for member in bundle.entitlements]
+    return combine(request.entitlement, policy.bundle_name(request.entitlement), members, request.duration,
+                   now=now, policy_digest=digest, escalate_after=policy.approval.escalate_after,
+                   expire_after=policy.approval.expire_after)
+
+
+def eligible_bundles(policy: PolicyDocument, requester: Principal) -> list[str]:
+    """The bundles whose every member this requester may ask for (the intake form offers only those)."""
+    mine = {e.id for e in eligible_entitlements(policy, requester)}
+    return [key for key, bundle in policy.bundles.items() if set(bundle.entitlements) <= mine]
 
 
 def longest_for(policy: PolicyDocument, requester: Principal, entitlement: Entitlement) -> timedelta | None:

@@ -226,6 +226,13 @@ class Decision(Frozen):
     hints: tuple[str, ...] = ()
     policy_digest: str = ""
     evaluated_at: AwareDatetime
+    # A bundle's decision is the strictest of its members' (policies.bundles); each member's own decision is kept
+    # here, in the bundle's order, so it can be explained and re-authorised member by member.
+    members: tuple[Decision, ...] = ()
+
+    @property
+    def is_bundle(self) -> bool:
+        return bool(self.members)
 
     def assignable(self, scope: str = "/") -> Assignable:
         if self.target is not None:
@@ -251,6 +258,9 @@ class Decision(Frozen):
             names = ", ".join(a.name or a.object_id for a in self.approvers if a.notify_first) or "an approver"
             return f"Waiting for approval by {names} ({self.quorum} needed)."
         return "Denied: " + join_reasons(self.reasons)
+
+
+Decision.model_rebuild()
 
 
 def join_reasons(reasons: list[str]) -> str:

@@ -36,6 +36,9 @@ class RequestRecord(Frozen):
     ticket_facts: TicketFacts | None = None
     approvals: tuple[Approval, ...] = ()
     grant: Grant | None = None
+    # A bundle's assignments, one per member in the bundle's order; `grant` is the first (its generation names the
+    # revoke job, its end is the bundle's end). Empty for a request of one entitlement.
+    grants: tuple[Grant, ...] = ()
     history: tuple[Transition, ...] = ()
     cards: tuple[CardRef, ...] = ()
     escalated_at: AwareDatetime | None = None
@@ -75,6 +78,29 @@ class RequestRecord(Frozen):
             parts.append(self.affected.object_id)
         blob = "\x1f".join(parts)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def access_name(self) -> str:
+        """What was asked for, in words: the entitlement, or the bundle with every member ("Incident responder
+        (Security Administrator, User Administrator)")."""
+        d = self.decision
+        name = d.entitlement_name or d.entitlement
+        if not d.members:
+            return name
+        return f"{name} (" + ", ".join(m.entitlement_name or m.entitlement for m in d.members) + ")"
+
+    @property
+    def access_label(self) -> str:
+        """The label before `access_name` on cards and alerts: "Role", "Group membership", "Group ownership" or
+        "Bundle"."""
+        return "Bundle" if self.decision.members else self.decision.kind_label
+
+    @property
+    def member_grants(self) -> tuple[Grant, ...]:
+        """Every assignment this request holds: a bundle's members, or its one grant."""
+        if self.grants:
+            return self.grants
+        return (self.grant,) if self.grant is not None else ()
 
     def step(self, key: str) -> StepStatus | None:
         return next((s for s in self.steps if s.key == key), None)

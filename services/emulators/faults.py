@@ -2,7 +2,8 @@
 
 A rule matches an optional method plus a path regex and applies to the next ``times`` matching requests, or
 with a ``probability`` drawn from a seeded ``random.Random`` (so a flaky scenario replays identically), and
-may expire after ``duration_s``. The first applicable rule wins.
+may expire after ``duration_s``; ``skip`` lets the first N matching requests through untouched (fail the second
+of three similar calls). The first applicable rule wins.
 
 With ``after=True`` the request is handled for real first and only its response is delayed (``latency_ms``) or
 lost (``drop``): the upstream did the work but the caller does not hear about it in time, or at all.
@@ -39,6 +40,7 @@ class FaultRule:
     probability: float | None = None
     duration_s: float | None = None
     fixture: str | None = None  # a *.http.json whose response supplies status/headers/body defaults
+    skip: int = 0  # matching requests to let through before the rule applies
     id: str = ""
     hits: int = 0
     created_monotonic: float = field(default_factory=time.monotonic)
@@ -55,6 +57,8 @@ class FaultRule:
             raise FaultRuleError("an after-handler fault delays (latency_ms) or loses (drop) the real response")
         if self.times is not None and self.times < 1:
             raise FaultRuleError("times must be >= 1")
+        if self.skip < 0:
+            raise FaultRuleError("skip must be >= 0")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise FaultRuleError("probability must be within 0..1")
         self._regex = re.compile(self.path)
@@ -63,7 +67,7 @@ class FaultRule:
     def from_json(cls, data: dict[str, Any]) -> FaultRule:
         allowed = {
             "path", "method", "status", "body", "headers", "latency_ms", "drop", "after",
-            "times", "probability", "duration_s", "fixture",
+            "times", "probability", "duration_s", "fixture", "skip",
         }
         unknown = set(data) - allowed
         if unknown:
@@ -91,7 +95,7 @@ class FaultRule:
             "id": self.id, "path": self.path, "method": self.method, "status": self.status,
             "body": self.body, "headers": self.headers, "latency_ms": self.latency_ms, "drop": self.drop,
             "after": self.after, "times": self.times, "probability": self.probability, "duration_s": self.duration_s,
-            "remaining_s": remaining_s, "hits": self.hits, "fixture": self.fixture,
+            "remaining_s": remaining_s, "hits": self.hits, "fixture": self.fixture, "skip": self.skip,
         }
 
 
@@ -139,6 +143,9 @@ class FaultInjector:
                 if not rule.matches(method, path):
                     continue
                 if rule.probability is not None and self._rng.random() >= rule.probability:
+                    continue
+                if rule.skip:
+                    rule.skip -= 1
                     continue
                 rule.hits += 1
                 if rule.times is not None:

@@ -81,8 +81,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     path = _configured_policy_path(args.file)
     doc, risks = review_policy(*read_policy_text(path))
     lanes = sum(len(e.lanes) for e in doc.entitlements)
+    bundles = f", {len(doc.bundles)} bundle{'s' if len(doc.bundles) != 1 else ''}" if doc.bundles else ""
     print(f"OK: {path}: {len(doc.entitlements)} entitlements, {lanes} lanes, "
-          f"{len(doc.approver_groups)} approver groups (digest {doc.digest()})")
+          f"{len(doc.approver_groups)} approver groups{bundles} (digest {doc.digest()})")
     for risk in risks:
         print(f"WARNING: {risk.render(str(path))}", file=sys.stderr)
     if getattr(args, "online", False):
@@ -159,6 +160,10 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     out = decision.model_dump(mode="json")
     out["reasons"] = decision.reasons
     out["summary"] = decision.summary()
+    # A bundle is explained member by member: each member's own decision, reasons and summary, in bundle order.
+    for member, dumped in zip(decision.members, out["members"], strict=True):
+        dumped["reasons"] = member.reasons
+        dumped["summary"] = member.summary()
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 
@@ -285,6 +290,8 @@ def register_dev(sub: Any) -> None:
     demo.add_argument("--keep", type=Path, help="keep the demo's state in this directory")
     demo.add_argument("--speed", type=float, default=60.0,
                       help="let time run this many times faster (default 60: a 30-minute grant lasts 30 s)")
+    demo.add_argument("--bundle", action="store_true",
+                      help="play one bundle request (three roles, one approval, all or nothing) instead")
     add_port_flags(demo, dev=False)
     demo.set_defaults(func=cmd_demo)
     doctor = sub.add_parser("doctor", help="check configuration and reachability")
@@ -370,7 +377,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DevStackError as exc:
         print(f"breakglass demo: {exc}", file=sys.stderr)
         return 2
-    return run_demo(args.keep, speed=args.speed, ports=ports)
+    return run_demo(args.keep, speed=args.speed, ports=ports, bundle=args.bundle)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

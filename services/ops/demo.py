@@ -14,6 +14,11 @@ would send them, against an ephemeral dev stack whose clock runs 60x faster by d
 4. The emergency account is used: breakglass01 signs in (a record appears in Entra's sign-in log); the watch opens
    a P1 in ServiceNow, posts the critical alert and the post-use checklist to the alerts channel and tells security;
    Morgan Ellis and Jordan Reyes (Security Operations) tick the four items; the incident gets its closing note.
+
+`breakglass demo --bundle` plays one bundle request instead: Riley Chen asks for the Incident responder bundle
+(Conditional Access, User and Helpdesk Administrator) in her own words; the intake card comes back with the bundle
+chosen, one approval card and one click by Dana Whitfield cover every member, each member's activation is logged on
+its own, one receipt names them all, and they end together at expiry.
 """
 
 from __future__ import annotations
@@ -227,7 +232,10 @@ class Demo:
         if ev.event == "request.approved":
             return f"by {PEOPLE_BY_ID.get(ev.actor, ev.actor)}"
         if ev.event == "grant.activated":
-            return f"{d.get('mode')} assignment until {d.get('ends_at', '')[11:19]}"
+            member = f"{d['member']}: " if d.get("member") else ""  # a bundle's members are logged one by one
+            return f"{member}{d.get('mode')} assignment until {d.get('ends_at', '')[11:19]}"
+        if ev.event == "grant.requested" and d.get("member"):
+            return str(d["member"])
         if ev.event == "receipt.posted":
             return f"{d.get('kind')}: {d.get('part')}"
         if ev.event in {"grant.expired", "grant.revoked"}:
@@ -405,6 +413,48 @@ class Demo:
             lines.append(f"    {datetime.fromisoformat(ev.at):%H:%M:%S}  {EMERGENCY_STEPS[ev.event]:<26} {detail}")
         return lines
 
+    def scenario_bundle(self) -> str:
+        self.say("Bundle — several roles in one request (INC0012347): Riley Chen needs three roles at once")
+        text = ("Need the incident responder bundle for 30 minutes to contain the token theft on the finance "
+                "tenant, INC0012347")
+        self.say(f'    Riley Chen: "{text}"')
+        record = self.submit("riley", text)
+        if not record.decision.is_bundle:
+            raise DemoError(f"{record.id} is not a bundle request: {record.decision.entitlement}")
+        for member in record.decision.members:
+            self.progress(f"{member.entitlement_name}: {member.summary()}")
+        self.progress(f"{record.id} ({record.access_name}): {record.decision.summary()}")
+        approval = self.teams.wait_card(lambda a, c: "29:dana" in a["members"] and record.id in json.dumps(c)
+                                        and "request.approve" in json.dumps(c))
+        self.progress("Dana Whitfield clicks Approve once, on the one card for the whole bundle")
+        data = button(approval["card"], "request.approve")
+        self.teams.click("dana", "request.approve", data, approval["activity"]["id"],
+                         conversation=approval["activity"]["conversationId"])
+        active = self.wait_state(record.id, {"active"})
+        self.progress(f"{len(active.grants)} roles granted together; one receipt lists them all; waiting for the "
+                      f"30 minutes to pass ({self._real(1800)} at {self.speed:g}x)")
+        self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
+        return record.id
+
+    def run_bundle(self) -> int:
+        self.teams.install()
+        rid = self.scenario_bundle()
+        self.say("")
+        self.say(f"Timeline (product time; the demo clock runs {self.speed:g}x faster than real time):")
+        record = self.runtime.store.require(rid)
+        self.say(f"  {rid}  {record.access_name} for {record.target_name} — {record.state.value}")
+        for line in self.timeline(rid):
+            self.say(line)
+        return self._verify()
+
+    def _verify(self) -> int:
+        self.say("")
+        from services.state.anchors import AnchorFile, verify_everything
+        anchors = AnchorFile(self.stack.data / "audit-anchors.jsonl").checkpoints()
+        result = verify_everything(self.runtime.store, self.runtime.audit, anchors)
+        self.say(f"audit verify: {result.render()}")
+        return 0 if result.ok else 1
+
     def run(self) -> int:
         self.teams.install()
         ids = [self.scenario_one()]
@@ -424,18 +474,14 @@ class Demo:
         self.say(f"  {incident}  emergency account Break Glass 01 — checklist complete")
         for line in self.emergency_timeline(incident):
             self.say(line)
-        self.say("")
-        from services.state.anchors import AnchorFile, verify_everything
-        anchors = AnchorFile(self.stack.data / "audit-anchors.jsonl").checkpoints()
-        result = verify_everything(self.runtime.store, self.runtime.audit, anchors)
-        self.say(f"audit verify: {result.render()}")
-        return 0 if result.ok else 1
+        return self._verify()
 
 
 PEOPLE_BY_ID = {oid: name for oid, name in PEOPLE.values()}
 
 
-def run_demo(keep: Path | None = None, speed: float = SPEED, ports: dict[str, int] | None = None) -> int:
+def run_demo(keep: Path | None = None, speed: float = SPEED, ports: dict[str, int] | None = None,
+             bundle: bool = False) -> int:
     data = keep or Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
     # Free ports unless the flags chose some (the same flags as `breakglass dev`).
     ports = {"entra": 0, "graph": 0, "servicenow": 0, "botconnector": 0, "openai": 0, **(ports or {})}
@@ -453,7 +499,8 @@ def run_demo(keep: Path | None = None, speed: float = SPEED, ports: dict[str, in
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with DevStack(config) as stack:
-            return Demo(stack, speed=speed).run()
+            demo = Demo(stack, speed=speed)
+            return demo.run_bundle() if bundle else demo.run()
     except KeyboardInterrupt:
         print("\nbreakglass demo: interrupted; every process it started has been stopped.", flush=True)
         return 130

@@ -372,8 +372,11 @@ class RequestStore:
         out = []
         for r in self.by_target(oid, limit=200):
             if r.state in {State.PENDING_APPROVAL, State.APPROVED, State.ACTIVATING, State.ACTIVE, State.REVOKING}:
-                out.append(ActiveGrantFact(request_id=r.id, entitlement=r.request.entitlement, state=r.state.value,
-                                           ends_at=r.grant.ends_at if r.grant else None))
+                # A bundle is one fact per member (so asking for a role a bundle holds is "the same role"); the
+                # concurrency limit counts requests, not members.
+                for entitlement in [m.entitlement for m in r.decision.members] or [r.request.entitlement]:
+                    out.append(ActiveGrantFact(request_id=r.id, entitlement=entitlement, state=r.state.value,
+                                               ends_at=r.grant.ends_at if r.grant else None))
         return out
 
     def due_expiries(self, now: datetime, limit: int = 1000) -> list[tuple[str, float]]:

@@ -21,6 +21,8 @@ class Suggestion(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     entitlement: str | None = None  # an entitlement id from the policy, never free text
+    # A bundle id from the policy: the message named the bundle, or exactly its roles (never more than asked).
+    bundle: str | None = None
     duration_minutes: int | None = None
     ticket: str | None = None
     severity: Literal[1, 2, 3, 4] | None = None  # P1..P4 words seen in the text
@@ -48,7 +50,7 @@ class PrefillResult(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    entitlement: str | None  # an id from the requester's eligible entitlements, or None
+    entitlement: str | None  # an id from the requester's eligible entitlements or bundles, or None
     duration_minutes: int | None  # whole minutes, 1..the longest this requester can get
     justification: str  # always the person's own words
     ticket: str  # "" when none was recognised

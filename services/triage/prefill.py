@@ -52,6 +52,24 @@ def _not_eligible(entitlement: Entitlement) -> str:
     return f"{entitlement.display_name} was not pre-selected: you are not eligible to request it."
 
 
+def _bundle(s: Suggestion, policy: PolicyDocument, by_id: dict[str, Entitlement]) -> tuple[str | None, str | None]:
+    """The suggested bundle if it may be pre-selected, else a sentence why not. Validated like a role and never
+    widening: every member must be one the requester may ask for, and only the person's own words (the rules found
+    the bundle's name or exactly its roles in the message) pre-select one; a model's bundle is only mentioned."""
+    if s.bundle is None:
+        return None, None
+    bundle = policy.bundle(s.bundle)
+    if bundle is None:
+        return None, "A suggested bundle is not in the policy; it was ignored."
+    name = policy.bundle_name(s.bundle)
+    if any(m not in by_id for m in bundle.entitlements):
+        return None, f"The {name} bundle was not pre-selected: you are not eligible for every role in it."
+    if s.origin("bundle") == "ai":
+        return None, (f"AI suggested the {name} bundle; not pre-selected: a bundle grants several roles, so choose "
+                      "it yourself if you need them all.")
+    return s.bundle, None
+
+
 def prefill(s: Suggestion | None, eligible: list[Entitlement], policy: PolicyDocument, *,
             raw_text: str, requester: Principal | None = None) -> PrefillResult:
     limit = policy.justification.max_length
@@ -104,16 +122,22 @@ def prefill(s: Suggestion | None, eligible: list[Entitlement], policy: PolicyDoc
             dropped.append(f"AI suggested {aside.display_name}; not pre-selected, because your message asked for "
                            f"{asked.display_name}" + (", which is less privileged." if above_asked else "."))
 
+    bundle, bundle_note = _bundle(s, policy, by_id)
+    if bundle_note:
+        dropped.append(bundle_note)
     minutes: int | None = None
     if s.duration_minutes is not None:
         cap = longest[chosen.id] if chosen is not None and chosen.id in longest else (
             max(longest.values()) if requester is not None and longest else max_minutes(chosen))
+        if bundle is not None:  # the longest this requester can get for every member
+            cap = min(longest[m] for m in policy.bundles[bundle].entitlements)
         minutes = int(s.duration_minutes)
         if minutes < 1:
             dropped.append("The duration must be at least 1 minute; it was set to 1 minute.")
             minutes = 1
         elif minutes > cap:
-            whose = f" {chosen.display_name} for" if chosen is not None else ""
+            whose = f" {policy.bundle_name(bundle)} for" if bundle is not None else (
+                f" {chosen.display_name} for" if chosen is not None else "")
             dropped.append(f"The duration {_fmt(minutes)} was shortened to {_fmt(cap)}, the longest you can "
                            f"get{whose}.")
             minutes = cap
@@ -142,7 +166,9 @@ def prefill(s: Suggestion | None, eligible: list[Entitlement], policy: PolicyDoc
         origins[field] = source
         parts["ai" if source == "ai" else "rules"].append(words)
 
-    if chosen is not None:
+    if bundle is not None:
+        mark("entitlement", s.origin("bundle"), f"the {policy.bundle_name(bundle)} bundle")
+    elif chosen is not None:
         mark("entitlement", chosen_from, chosen.display_name)
     if minutes is not None:
         mark("duration_minutes", s.origin("duration_minutes"), _fmt(minutes))
@@ -159,6 +185,6 @@ def prefill(s: Suggestion | None, eligible: list[Entitlement], policy: PolicyDoc
     if smaller is not None:
         notes.append(f"{smaller.display_name} would be enough for this task.")
     notes.extend(dropped)
-    return PrefillResult(entitlement=chosen.id if chosen else None, duration_minutes=minutes,
+    return PrefillResult(entitlement=bundle or (chosen.id if chosen else None), duration_minutes=minutes,
                          justification=raw, ticket=ticket, target=target, origins=origins,
                          asked=asked.id if asked else None, notes=notes, dropped=dropped)

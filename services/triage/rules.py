@@ -302,6 +302,22 @@ def find_roles(policy: PolicyDocument, text: str) -> list[tuple[str, str]]:
     return out
 
 
+def find_bundle(policy: PolicyDocument, text: str, named: list[str]) -> tuple[str, str] | None:
+    """A bundle the text asks for: by its name (key or display name), or by naming exactly its roles. Never one
+    with a role the text did not name: a bundle is suggested only where it is no wider than what was asked."""
+    normal = f" {words(fold(text))} "
+    for key, bundle in policy.bundles.items():
+        for name in {key.replace("-", " ").replace("_", " "), bundle.display_name}:
+            phrase = words(fold(name))
+            if phrase and f" {phrase} " in normal and \
+                    not _NEGATED.search(normal[: normal.index(f" {phrase} ") + 1].lstrip()):
+                return key, f"the {bundle.display_name or key} bundle"
+    for key, bundle in policy.bundles.items():
+        if set(named) == set(bundle.entitlements):
+            return key, "the roles you named"
+    return None
+
+
 def find_least_privilege(policy: PolicyDocument, text: str) -> tuple[Entitlement, list[str]] | None:
     """The smallest entitlement enough for every task the text mentions (policy's least_privilege table)."""
     normal = words(text)
@@ -349,6 +365,12 @@ class RulesTriage:
             if others:
                 notes.append("Also mentioned: " + ", ".join(o.display_name for o in others if o) + ".")
 
+        bundle: str | None = None
+        found_bundle = find_bundle(policy, scan, [r for r, _ in roles])
+        if found_bundle is not None:
+            bundle, why = found_bundle
+            notes.append(f"Bundle: {policy.bundle_name(bundle)} ({why}).")
+
         least: str | None = None
         lp = find_least_privilege(policy, scan)
         if lp is not None:
@@ -385,9 +407,10 @@ class RulesTriage:
 
         justification = clean_text(text, policy.justification.max_length) or None
         found_values = {"entitlement": entitlement, "duration_minutes": duration_minutes, "ticket": ticket,
-                        "severity": severity, "target_upn": target, "least_privilege": least}
+                        "severity": severity, "target_upn": target, "least_privilege": least, "bundle": bundle}
         return Suggestion(
             entitlement=entitlement,
+            bundle=bundle,
             duration_minutes=duration_minutes,
             ticket=ticket,
             severity=severity,  # find_severity returns 1..4 only

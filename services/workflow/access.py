@@ -16,7 +16,7 @@ from typing import Any
 from policies.approval import ApprovalRefusedError, apply_vote, authorise_vote, current_approvers
 from policies.closing import AffectedAccount
 from policies.document import Entitlement, PolicyDocument
-from policies.engine import eligible_entitlements, evaluate, ticket_kind
+from policies.engine import eligible_bundles, eligible_entitlements, evaluate, ticket_kind
 from policies.lifecycle import Event, InvalidTransitionError, State
 from policies.model import (
     Actor,
@@ -251,7 +251,7 @@ class AccessService:
         now = self.clock.now()
         requester = requester or self.principal(who.object_id)
         result = SubmitResult(form=form)
-        eligible = {e.id for e in eligible_entitlements(policy, requester)}
+        eligible = {e.id for e in eligible_entitlements(policy, requester)} | set(eligible_bundles(policy, requester))
         if not form.entitlement:
             result.field_errors["entitlement"] = "Choose a role."
         elif form.entitlement not in eligible:

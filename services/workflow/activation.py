@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from policies.assignable import Assignable
 from policies.durations import format_duration
 from policies.lifecycle import Event, State
-from policies.model import Actor, Grant, GrantMode
+from policies.model import Grant, GrantMode
 from policies.record import RequestRecord
 from services.clock import Clock
 from services.errors import NotFoundError, ServiceError
@@ -41,26 +40,24 @@ from services.state.policy_source import PolicySource
 from services.state.queue import JobQueue, job_id
 from services.state.store import RequestStore
 from services.workflow.assigners import Assigner, Held, for_target
+from services.workflow.bundle_grant import BundleGrant
+from services.workflow.grant_outcome import (
+    REMOVAL_WAIT_ATTEMPTS,
+    TRANSIENT_RETRIES,
+    WORKER,
+    Outcome,
+    _NeedsReview,
+)
 
 log = logging.getLogger(__name__)
 
-WORKER = Actor.system("worker")
 PIM_MIN_ACTIVE = timedelta(minutes=5)
-TRANSIENT_RETRIES = 5
 RETRY_BASE = timedelta(seconds=15)
-REMOVAL_WAIT_ATTEMPTS = 40
 EARLY_FIRE_WAIT_S = 1.5  # rq-scheduler has 1 s resolution; a revoke may fire just before the expiry
 
 
 class ActivationError(ServiceError):
     pass
-
-
-@dataclass(frozen=True)
-class Outcome:
-    request_id: str
-    state: str
-    detail: str = ""
 
 
 def revoke_job_id(request_id: str, generation: int) -> str:
@@ -152,6 +149,8 @@ class GrantService:
             target = self._target(record)
             return self._fail(record, record.request.target, target.ledger_role, target.scope,
                               "the ticketing system stayed unreachable; grant not made (receipts policy: wait)")
+        if record.decision.is_bundle:
+            return BundleGrant(self).activate(record, head, attempt)
         principal = record.request.target
         target = self._target(record)
         # The ledger keys a group by "group:<id>" and its access, a role by its id and scope (Assignable).
@@ -404,26 +403,33 @@ class GrantService:
                           data={"extension": extension.id, "new_end": new_end.isoformat()})
         target = grant.assignable
         try:
-            if grant.mode is GrantMode.PIM:
-                assigner = self._assigner(target, grant.mode)
-                instance = assigner.find(target, grant.principal_id)
-                # Graph takes whole-second durations: from a start with a fraction (the read-back's), the end
-                # would miss the whole second asked by that fraction; the start moves back under a second instead.
-                base = (instance.start if instance and instance.start else grant.starts_at).replace(microsecond=0)
-                assigner.lengthen(target, grant.principal_id, start=base, duration=new_end - base,
-                                  justification=f"breakglass {original.id} extended by {extension.id}")
+            for member in original.member_grants:  # a bundle's members are extended together
+                if member.mode is GrantMode.PIM:
+                    target = member.assignable
+                    assigner = self._assigner(target, member.mode)
+                    instance = assigner.find(target, member.principal_id)
+                    # Graph takes whole-second durations: from a start with a fraction (the read-back's), the end
+                    # would miss the whole second asked by that fraction; the start moves back under a second.
+                    base = (instance.start if instance and instance.start else member.starts_at).replace(
+                        microsecond=0)
+                    assigner.lengthen(target, member.principal_id, start=base, duration=new_end - base,
+                                      justification=f"breakglass {original.id} extended by {extension.id}")
         except GraphError as exc:
             if isinstance(exc, GraphUnavailableError | GraphThrottledError) and attempt < TRANSIENT_RETRIES:
                 self.queue.enqueue_at(self.clock.now() + self.retry_base * attempt, jobs.ACTIVATE_GRANT,
                                       extension.id, attempt + 1, jid=job_id("grant", extension.id, attempt + 1))
                 return Outcome(extension.id, "approved", "retry scheduled")
             return self._extension_failed(extension, original.id, str(exc)[:300])
-        self.store.ledger_hold(grant.principal_id, target.ledger_role, target.scope, original.id, new_end)
+        for member in original.member_grants:
+            self.store.ledger_hold(member.principal_id, member.assignable.ledger_role, member.scope, original.id,
+                                   new_end)
         # PIM's adminUpdate keeps the start it read back and ends on the whole second asked: no read-back end differs.
         extended_grant = grant.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
+        extended_members = tuple(g.model_copy(update={"ends_at": new_end, "entra_ends_at": None})
+                                 for g in original.grants)
         updated = self.store.update(original.id, lambda r: r.apply(
             Event.EXTENDED, WORKER, self.clock.now(), reason=f"extended by {format_duration(added)} ({extension.id})",
-            grant=extended_grant) if r.state is State.ACTIVE else r)
+            grant=extended_grant, grants=extended_members) if r.state is State.ACTIVE else r)
         self.store.update(extension.id, lambda r: r.apply(Event.APPLIED, WORKER, self.clock.now(),
                                                           reason=f"added to {original.id}")
                           if r.state is State.APPROVED else r)
@@ -487,12 +493,17 @@ class GrantService:
         # Let go of the assignment first, atomically: either another grant still holds it (nothing to remove), or
         # the ledger is marked "removing" before Graph is called, so a grant arriving meanwhile waits for the
         # removal instead of sharing an assignment that is about to disappear.
-        release = self.store.ledger_release(grant.principal_id, grant.assignable.ledger_role, grant.scope,
-                                            request_id, generation)
-        removed = False
-        if release.remove_assignment:
+        removed, remaining = False, set()
+        for member in record.member_grants:  # a bundle's members end together; one grant otherwise
+            # A member released by an earlier attempt is stale now (nothing to remove), unless its removal is the one
+            # still pending.
+            release = self.store.ledger_release(member.principal_id, member.assignable.ledger_role, member.scope,
+                                                request_id, member.generation)
+            remaining |= set(release.remaining)
+            if not release.remove_assignment:
+                continue
             try:
-                self._remove(grant)
+                self._remove(member)
                 removed = True
             except ActiveDurationTooShortError:
                 retry_at = grant.starts_at + self.pim_min_active + timedelta(seconds=2)
@@ -517,15 +528,16 @@ class GrantService:
                                       generation, reason, attempt + 1,
                                       jid=revoke_retry_job_id(request_id, generation, attempt + 1))
                 return Outcome(request_id, "revoking", f"retry in {delay}s")
-        if removed:
-            self.store.ledger_cleared(grant.principal_id, grant.assignable.ledger_role, grant.scope, generation)
+            self.store.ledger_cleared(member.principal_id, member.assignable.ledger_role, member.scope,
+                                      member.generation)
         event = Event.EXPIRED if reason == "expired" else Event.REVOKED
         name = "grant.expired" if event is Event.EXPIRED else "grant.revoked"
         # Audited before the state moves on (see activate): a crash in between leaves the request REVOKING, and
         # the reconciler finishes it.
         self.audit.append(name, actor=WORKER.object_id, request_id=request_id, data={
-            "reason": reason, "removed_in_graph": removed, "still_covered_by": sorted(release.remaining),
-            "late_seconds": round((self.clock.now() - grant.ends_at).total_seconds(), 3)})
+            "reason": reason, "removed_in_graph": removed, "still_covered_by": sorted(remaining),
+            "late_seconds": round((self.clock.now() - grant.ends_at).total_seconds(), 3),
+            **({"members": [g.assignable.ledger_role for g in record.grants]} if record.grants else {})})
         final = self.store.update(request_id, lambda r: r.apply(event, WORKER, self.clock.now(), reason=reason)
                                   if r.state is State.REVOKING else r)
         self.metrics.inc("revocations", reason)
@@ -557,6 +569,3 @@ class GrantService:
 def _noun(target: Assignable) -> str:
     return f"group {target.scope}ship" if target.is_group else "role"
 
-
-class _NeedsReview(Exception):
-    pass

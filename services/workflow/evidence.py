@@ -45,6 +45,7 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
             "ends_at": g.ends_at.isoformat(), "assignment_id": g.assignment_id,
             "schedule_request_id": g.schedule_request_id, "adopted": g.adopted,
             "entra_ends_at": g.entra_ends_at.isoformat() if g.entra_ends_at else None},
+        **({"members": _members(record)} if d.is_bundle else {}),
         "transitions": [t.model_dump(mode="json") for t in record.history],
         "end_reason": record.end_reason,
         "affected_account": record.affected.model_dump(mode="json") if record.affected else None,
@@ -56,6 +57,20 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
         "audit": [{"seq": e.seq, "at": e.at, "event": e.event, "actor": e.actor, "hash": e.hash} for e in events],
         "checkpoint": checkpoint,
     }
+
+
+def _members(record: RequestRecord) -> list[dict[str, Any]]:
+    """A bundle's members: each one's own decision and, once granted, its own assignment."""
+    grants = {g.role_definition_id: g for g in record.grants}
+    out = []
+    for member in record.decision.members:
+        g = grants.get(member.role_definition_id)
+        out.append({"entitlement": member.entitlement, "role": member.entitlement_name,
+                    "role_definition_id": member.role_definition_id, "lane": member.lane,
+                    "outcome": member.outcome.value, "reasons": member.reasons,
+                    "assignment_id": g.assignment_id if g else None, "generation": g.generation if g else None,
+                    "adopted": g.adopted if g else None})
+    return out
 
 
 def evidence_json(pack: dict[str, Any]) -> bytes:
@@ -97,6 +112,9 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
             lines.append(f"- **End in Entra (read back):** {grant['entra_ends_at']}")
     else:
         lines.append("- none")
+    for member in pack.get("members") or []:  # a bundle: every member, with its own assignment
+        lines.append(f"- **Member:** {m(member['role'])} (`{member['role_definition_id']}`): {member['outcome']}"
+                     + (f", assignment `{member['assignment_id']}`" if member["assignment_id"] else ""))
     if pack.get("affected_account"):
         a = pack["affected_account"]
         lines += ["", f"- **Affected account:** {md_inline(a.get('name') or a.get('upn'))} (`{a['object_id']}`, "

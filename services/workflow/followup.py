@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from policies.closing import AttachedStep, Closing, StepKind, StepStatus, closing_for
+from policies.closing import AttachedStep, Closing, StepKind, StepStatus, closing_for, closing_for_members
 from policies.durations import format_duration
 from policies.lifecycle import State
 from policies.model import Actor, GrantMode
@@ -130,6 +130,12 @@ class FollowUps:
 
     # --- planning ------------------------------------------------------------------------------------------------
 
+    def _closing(self, record: RequestRecord) -> Closing:
+        policy = self.policies.current()
+        if record.decision.is_bundle:
+            return closing_for_members(policy, [(m.entitlement, m.lane) for m in record.decision.members])
+        return closing_for(policy, record.request.entitlement, record.decision.lane)
+
     def plan(self, request_id: str, phase: str) -> list[str]:
         """Write the phase's steps onto the record (once) and queue those due now; returns the planned keys."""
         record = self.store.get(request_id)
@@ -137,7 +143,7 @@ class FollowUps:
         if record is None or record.step(marker) is not None:
             return []
         now = self.clock.now()
-        closing = closing_for(self.policies.current(), record.request.entitlement, record.decision.lane)
+        closing = self._closing(record)
         planned: list[str] = []
 
         def change(r: RequestRecord) -> RequestRecord:
@@ -279,7 +285,7 @@ class FollowUps:
     def _alert(self, record: RequestRecord, step: StepStatus) -> None:
         try:
             self.notifier.alert(f"Follow-up step failed: {step.label}", [
-                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
+                ("Request", record.id), (record.access_label, record.access_name),
                 ("Holder", record.target_name or record.request.target), ("Step", step.label),
                 ("Error", step.detail or "unknown")], "critical")
         except Exception:  # the outcome is recorded and audited; a lost alert must not undo that
@@ -455,7 +461,10 @@ class FollowUps:
             "affected_account": None if affected is None else {"object_id": affected.object_id, "upn": affected.upn,
                                                                "name": affected.name, "source": affected.source},
             "ticket": record.request.ticket, "state": record.state.value, "end_reason": record.end_reason,
-            "starts_at": g.starts_at.isoformat() if g else None, "ends_at": g.ends_at.isoformat() if g else None}
+            "starts_at": g.starts_at.isoformat() if g else None, "ends_at": g.ends_at.isoformat() if g else None,
+            # A bundle: every member's role (the top-level role_definition_id is empty for a bundle).
+            **({"members": [{"role": m.entitlement_name, "role_definition_id": m.role_definition_id}
+                            for m in record.decision.members]} if record.decision.is_bundle else {})}
 
     def _activity(self, record: RequestRecord, step: StepStatus) -> Result:
         grant = record.grant
@@ -496,7 +505,7 @@ class FollowUps:
         now = self.clock.now()
         if record.state is not State.ACTIVE or grant is None or grant.ends_at <= now:
             return Result("skipped", "the grant ended before the warning was due")
-        closing = closing_for(self.policies.current(), record.request.entitlement, record.decision.lane)
+        closing = self._closing(record)
         left = grant.ends_at - now
         if left > closing.warn_before + self.interval:  # extended since: warn before the new end
             return Result("reschedule", "the grant was extended", grant.ends_at - closing.warn_before)
@@ -521,7 +530,7 @@ class FollowUps:
         grant = record.grant
         end = ended_at(record)
         facts = [("Holder", record.target_name or record.request.target),
-                 (record.decision.kind_label, record.decision.entitlement_name)]
+                 (record.access_label, record.access_name)]
         if grant is not None:
             facts.append(("From", f"{grant.starts_at:%Y-%m-%d %H:%M:%S} UTC"))
         facts += [("To", f"{end:%Y-%m-%d %H:%M:%S} UTC"), ("Ended by", self.how_it_ended(record))]

@@ -206,7 +206,7 @@ class Notifier:
                           request_id=request_id, data={"notified": reached, "unreachable": unreachable})
         if not [r for r in reached if not r.startswith("channel:")]:
             self.alert("Approval request could not reach an approver personally", [
-                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
+                ("Request", record.id), (record.access_label, record.access_name),
                 ("Unreachable", "; ".join(unreachable) or "no approver has used the bot yet")], "warning")
         return reached
 
@@ -289,7 +289,7 @@ class Notifier:
         if isinstance(target, NotReached):
             return False
         minutes = max(1, round(left.total_seconds() / 60))
-        text = (f"Your {record.decision.entitlement_name} access ({record.id}) ends at "
+        text = (f"Your {record.access_name} access ({record.id}) ends at "
                 f"{record.grant.ends_at:%H:%M} UTC, in {minutes} minute{'s' if minutes != 1 else ''}. Extend it if "
                 "you need more time, or deactivate it now if you are done.")
         card = with_notice(request_card(record, now=self.clock.now(), viewer="requester"), text, "warning")
@@ -308,7 +308,7 @@ class Notifier:
         channel = self.channel("approvals")
         if channel is None:
             return False
-        title = f"Access ended: {record.decision.entitlement_name} for {record.target_name or record.request.target}"
+        title = f"Access ended: {record.access_name} for {record.target_name or record.request.target}"
         try:
             self.teams.post_to_channel(channel.service_url, channel.channel_id,
                                        card_activity(ended_card(title, facts), title),

@@ -186,12 +186,12 @@ class Receipts:
             parts["channel"] = lambda: self.notifier.channel_receipt(record.id, rollback_plan(record))
         elif kind == "failed":
             parts["alert"] = lambda: self.notifier.alert("Access grant failed", [
-                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
+                ("Request", record.id), (record.access_label, record.access_name),
                 ("For", record.target_name or record.request.target), ("Reason", record.failure or "unknown")],
                 "critical")
         elif kind == "revoke_failing":
             parts["alert"] = lambda: self.notifier.alert("Access removal is failing — still retrying", [
-                ("Request", record.id), (record.decision.kind_label, record.decision.entitlement_name),
+                ("Request", record.id), (record.access_label, record.access_name),
                 ("For", record.target_name or record.request.target)], "critical")
         if kind in {"activated", "failed", "ended"}:
             parts["requester"] = lambda: self.notifier.tell_requester(record.id, self.requester_text(record, kind))
@@ -214,7 +214,7 @@ class Receipts:
         each ticketing adapter encodes the line for its own system (ServiceNow journal, HTML)."""
         r, d, g = record.request, record.decision, record.grant
         f = note_field
-        role, who = f(d.entitlement_name), f(record.target_name or r.target)
+        role, who = f(record.access_name), f(record.target_name or r.target)
         if kind == "activated" and g is not None:
             approvals = ", ".join(f"{f(a.approver_name or a.approver)} ({a.verdict.value}"
                                   + (f", comment: {f(a.reason)}" if a.reason else "") + ")" for a in record.approvals)
@@ -259,17 +259,17 @@ class Receipts:
 
     @staticmethod
     def requester_text(record: RequestRecord, kind: str) -> str:
-        d, g = record.decision, record.grant
+        g = record.grant
         if kind == "activated" and g is not None:
             if any(h.event == Event.APPROVED.value for h in record.history):
                 # The approval's notice and the grant's receipt are one message (GrantService._announce_approval
                 # leaves an active grant to this one).
-                return (f"Your request {record.id} for {d.entitlement_name} was approved; the access is active until "
+                return (f"Your request {record.id} for {record.access_name} was approved; the access is active until "
                         f"{g.ends_at:%Y-%m-%d %H:%M} UTC.{approver_comments(record)}")
-            return f"{d.entitlement_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
+            return f"{record.access_name} is active until {g.ends_at:%H:%M} UTC ({record.id})."
         if kind == "failed":
-            return f"{d.entitlement_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."
-        return f"{d.entitlement_name} has ended ({record.id})."
+            return f"{record.access_name} could NOT be granted ({record.id}): {record.failure}. On-call was alerted."
+        return f"{record.access_name} has ended ({record.id})."
 
 
 def _removed(record: RequestRecord) -> str:

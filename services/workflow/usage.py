@@ -50,6 +50,7 @@ class _Request:
     after_hours: bool = False
     starts: datetime | None = None
     ends: datetime | None = None
+    members: tuple[str, ...] = ()  # a bundle's entitlements: the report counts each role, as each was activated
 
 
 @dataclass
@@ -196,13 +197,17 @@ def build_report(events: Iterable[AuditEvent], policy: PolicyDocument, *, since:
     lines: dict[tuple[str, str], Line] = {}
     read = 0
 
-    def line_of(req: _Request) -> Line:
-        key = (req.person, req.role)
+    def line_of(req: _Request, role: str | None = None) -> Line:
+        role = role or req.role
+        key = (req.person, role)
         found = lines.get(key)
         if found is None:
-            ent = policy.entitlement(req.role)
-            found = lines[key] = Line(req.person, req.role, role_name=ent.display_name if ent else req.role)
+            ent = policy.entitlement(role)
+            found = lines[key] = Line(req.person, role, role_name=ent.display_name if ent else role)
         return found
+
+    def lines_of(req: _Request) -> list[Line]:
+        return [line_of(req, role) for role in req.members or (req.role,)]
 
     for ev in events:
         read += 1
@@ -213,6 +218,9 @@ def build_report(events: Iterable[AuditEvent], policy: PolicyDocument, *, since:
             requests[rid] = _Request(person=str(d.get("target") or d.get("requester") or "").lower(),
                                      requester=str(d.get("requester") or "").lower(),
                                      role=str(d.get("entitlement") or ""), duration_s=int(d.get("duration") or 0))
+            bundle = policy.bundle(requests[rid].role)
+            if bundle is not None:
+                requests[rid].members = tuple(bundle.entitlements)
             continue
         req = requests.get(rid) if rid else None
         if req is None:
@@ -222,7 +230,8 @@ def build_report(events: Iterable[AuditEvent], policy: PolicyDocument, *, since:
             req.lane = ev.data.get("lane")
             req.after_hours = "unusual_timing" in (ev.data.get("flags") or [])
             if req.outcome == "deny" and since <= _at(ev) < until:
-                line_of(req).denials += 1
+                for line in lines_of(req):
+                    line.denials += 1
             continue
         at = _at(ev)
         if not since <= at < until:
@@ -230,12 +239,13 @@ def build_report(events: Iterable[AuditEvent], policy: PolicyDocument, *, since:
                 req.starts = datetime.fromisoformat(ev.data["starts_at"]) if ev.data.get("starts_at") else at
             continue
         if name == "request.approved":
-            line = line_of(req)
-            line.approvers[ev.actor] += 1
+            for line in lines_of(req):
+                line.approvers[ev.actor] += 1
         elif name == "request.denied":
-            line_of(req).denials += 1
+            for line in lines_of(req):
+                line.denials += 1
         elif name == "grant.activated":
-            line = line_of(req)
+            line = line_of(req, str(ev.data.get("member") or "") or None)  # a bundle logs each member
             req.starts = datetime.fromisoformat(ev.data["starts_at"]) if ev.data.get("starts_at") else at
             req.ends = datetime.fromisoformat(ev.data["ends_at"]) if ev.data.get("ends_at") else None
             line.activations += 1
@@ -252,20 +262,19 @@ def build_report(events: Iterable[AuditEvent], policy: PolicyDocument, *, since:
             if _at_max(policy, req):
                 line.at_max += 1
         elif name == "grant.extended":
-            line = line_of(req)
-            line.extensions += 1
-            if ev.data.get("ends_at") and req.starts is not None and line.durations_s:
-                req.ends = datetime.fromisoformat(ev.data["ends_at"])
-                line.durations_s[-1] = (req.ends - req.starts).total_seconds()
+            for line in lines_of(req):
+                line.extensions += 1
+                if ev.data.get("ends_at") and req.starts is not None and line.durations_s:
+                    req.ends = datetime.fromisoformat(ev.data["ends_at"])
+                    line.durations_s[-1] = (req.ends - req.starts).total_seconds()
         elif name in ("grant.expired", "grant.revoked"):
-            if req.starts is not None:
-                line = line_of(req)
-                if name == "grant.revoked":
+            if req.starts is not None and name == "grant.revoked":
+                for line in lines_of(req):
                     line.revoked_early += 1
                     if line.durations_s:  # it lasted until now, not until its planned end
                         line.durations_s[-1] = min(line.durations_s[-1], (at - req.starts).total_seconds())
         elif name in SESSION_EVENTS:
-            line_of(req).sessions_revoked += 1
+            line_of(req, req.members[0] if req.members else None).sessions_revoked += 1
     limit = policy.reviews.max_activations_per_30d
     for line in lines.values():
         if line.busiest_30_days() > limit:

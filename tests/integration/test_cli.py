@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.state.audit import AuditLog
 from tests.conftest import AUDIT_KEY
 
@@ -108,6 +110,34 @@ def test_readme_examples_explain():
         result = run("policy", "explain", "--request", f"docs/examples/{name}")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["outcome"] == outcome
+
+
+def test_policy_explain_explains_a_bundle_member_by_member():
+    result = run("policy", "explain", "--request", "docs/examples/request-bundle.json")
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["outcome"] == "needs_approval" and decision["entitlement"] == "incident-responder"
+    members = {m["entitlement"]: m for m in decision["members"]}
+    assert list(members) == ["conditional-access-admin", "user-admin", "helpdesk-admin"]
+    assert members["user-admin"]["outcome"] == "auto_approve"
+    assert members["conditional-access-admin"]["reasons"] == [
+        "Conditional Access Administrator always requires approval."]
+    assert members["helpdesk-admin"]["summary"].startswith("Auto-approved")
+    assert [a["name"] for a in decision["approvers"] if a["notify_first"]] == ["Dana Whitfield"]
+
+
+@pytest.mark.slow
+def test_demo_bundle_plays_one_bundle_request_end_to_end(tmp_path):
+    result = subprocess.run([*BREAKGLASS, "demo", "--bundle", "--speed", "600"], capture_output=True, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, cwd=ROOT, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "Dana Whitfield clicks Approve once" in out
+    assert "3 roles granted together" in out
+    for member in ("conditional-access-admin", "user-admin", "helpdesk-admin"):
+        assert f"granted                    {member}: pim assignment" in out  # each activation on its own line
+    assert "— expired" in out and "revoked at expiry" in out and "audit verify: OK" in out
+    assert "Scenario 1" not in out  # the default demo's scenarios are not played
 
 
 def test_demo_refuses_a_speed_the_clock_does_not_allow():

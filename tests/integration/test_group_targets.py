@@ -37,7 +37,7 @@ def only_exchange(tmp_path: Path) -> Path:
     path = group_policy(tmp_path)
     text = path.read_text()
     start = text.index("  - id: sharepoint-admins")
-    end = text.index("\n# Justifications must say")
+    end = text.index("\n# Bundles: several entitlements")
     out = tmp_path / "exchange-only.yaml"
     out.write_text(text[:start] + text[end:])
     return out

@@ -52,7 +52,7 @@ GROUP_ENTITLEMENTS = f"""
 
 def group_policy(directory: Path, *, same_role: str = "deny", on_end: bool = False) -> Path:
     text = Path("policies/default.yaml").read_text()
-    marker = "\n# Justifications must say"
+    marker = "\n# Bundles: several entitlements"
     assert marker in text
     entitlements = GROUP_ENTITLEMENTS
     if on_end:  # the group's holder loses their sessions at the end, and the runbook step runs after the grant

@@ -66,7 +66,8 @@ def test_a_long_job_keeps_its_heartbeat_and_stays_pending(redis_client: redis.Re
     finished = JSONJob.fetch("long", connection=redis_client)
     assert finished.get_status() == "finished" and finished.return_value() == "done"
     assert not jobs.pending("long")
-    assert (datetime.now(UTC) - beats[-1].replace(tzinfo=UTC)).total_seconds() < 5
+    # The last beat is this run's (a loaded machine may take seconds between the watcher's last look and here).
+    assert (datetime.now(UTC) - beats[-1].replace(tzinfo=UTC)).total_seconds() < 30
 
 
 def test_a_worker_that_is_gone_takes_its_heartbeat_thread_with_it(redis_client: redis.Redis) -> None:

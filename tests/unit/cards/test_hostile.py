@@ -133,3 +133,16 @@ def test_approver_names_in_pending_summary_are_escaped() -> None:
                     at=NOW, request_version=1)
     card = approval_card(record.model_copy(update={"approvals": (vote,)}), NOW, [MRI])
     check_card(card)
+
+
+@pytest.mark.parametrize("name", list(CARDS))
+def test_a_bundle_with_hostile_member_names_renders_inert_and_names_every_member(name: str) -> None:
+    # A bundle's members are named on every card (role_name): their names reach the card like the role's did.
+    member = make_decision().model_copy(update={"entitlement_name": SHORT})
+    bundle = hostile_decision().model_copy(update={"entitlement": "b", "entitlement_name": SHORT,
+                                                   "members": (member, member.model_copy(update={
+                                                       "entitlement_name": "Helpdesk Administrator"}))})
+    record = hostile_record(State.ACTIVE).model_copy(update={"decision": bundle})
+    card = CARDS[name](record)
+    check_card(card)
+    assert "Helpdesk Administrator" in all_text(card) or name == "list"

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from services.emulators import FaultRule, HaloEmulator, OpenAIEmulator, start_in_thread
-from services.emulators.faults import FaultInjector
+from services.emulators.faults import FaultInjector, FaultRuleError
 
 from .conftest import Served
 
@@ -130,6 +130,15 @@ def test_fault_with_duration_expires_by_itself() -> None:
     injector.add(FaultRule(path=".", status=503, duration_s=5, created_monotonic=time.monotonic() - 6))
     assert injector.match("GET", "/anything") is None
     assert injector.active() == []
+
+
+def test_a_fault_can_skip_the_first_matching_requests() -> None:
+    injector = FaultInjector()
+    injector.add(FaultRule.from_json({"path": "/x", "method": "POST", "status": 403, "skip": 1, "times": 1}))
+    assert [injector.match("POST", "/x") is not None for _ in range(3)] == [False, True, False]
+    assert injector.match("GET", "/x") is None
+    with pytest.raises(FaultRuleError):
+        FaultRule(path=".", status=500, skip=-1)
 
 
 def test_invalid_fault_definition_is_rejected(openai: Served) -> None:

@@ -16,7 +16,7 @@ from policies.model import Facts, GrantRequest, Principal
 from tests.unit.cards.factory import CREATED
 
 TEXT = Path("policies/default.yaml").read_text()
-MARKER = "\n# Justifications must say"
+MARKER = "\n# Bundles: several entitlements"
 GROUP = "22222222-0000-0000-0000-000000000001"
 HOSTILE = "Exchange\u202e Admins\u200b [x](https://evil.example)\nline two"
 

@@ -17,7 +17,7 @@ RAW = "Need Global Admin for 30 minutes to fix the Conditional Access lockout, I
 FORM_FIELDS = {"entitlement", "duration_minutes", "justification", "ticket", "target", "origins", "asked", "notes",
                "dropped"}
 SUGGESTION_FIELDS = {"entitlement", "duration_minutes", "ticket", "severity", "justification", "target_upn",
-                     "least_privilege", "notes", "source", "origins", "asked", "ai_entitlement"}
+                     "least_privilege", "notes", "source", "origins", "asked", "ai_entitlement", "bundle"}
 
 
 def test_rules_suggestion_prefills_the_form() -> None:
