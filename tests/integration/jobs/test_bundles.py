@@ -418,3 +418,26 @@ def test_a_group_member_rolled_back_is_removed_unless_another_grant_still_holds_
         assert product.store.get(alone.id).state is State.EXPIRED and not in_group(product)
     finally:
         product.stop()
+
+
+def test_extend_and_deactivate_move_and_end_the_group_member_with_the_role(mixed):
+    mode, product = mixed
+    record = approved_mixed(product, seconds=1200)
+    product.run_jobs(due=False)
+    riley = Who(RILEY.object_id, RILEY.display_name)
+    assert product.services.access.extend(record.id, riley, 10).changed
+    [pending] = [r for r in product.store.by_target(RILEY.object_id) if r.request.extends == record.id]
+    assert product.services.access.vote(pending.id, DANA, Verdict.APPROVE).changed
+    product.run_jobs(due=False)
+    extended = product.store.get(record.id)
+    assert extended.grant.ends_at - extended.grant.starts_at == timedelta(minutes=30)
+    assert {g.ends_at for g in extended.grants} == {extended.grant.ends_at}
+    if mode == "pim":  # the group's PIM instance moves with the role's
+        ends = [datetime.fromisoformat(i["endDateTime"]) for i in [*product.graph.instances(),
+                                                                   *group_instances_of(product)]
+                if i["principalId"] == RILEY.object_id]
+        assert len(ends) == 2 and all(abs(e - extended.grant.ends_at) < timedelta(seconds=2) for e in ends)
+    product.services.access.deactivate(record.id, riley)
+    product.run_jobs(due=False)
+    assert product.store.get(record.id).state is State.REVOKED
+    assert roles_of(product) == set() and not in_group(product) and group_instances_of(product) == []
