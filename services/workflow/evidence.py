@@ -61,12 +61,16 @@ def evidence(record: RequestRecord, events: list[AuditEvent], generated_at: date
 
 def _members(record: RequestRecord) -> list[dict[str, Any]]:
     """A bundle's members: each one's own decision and, once granted, its own assignment."""
-    grants = {g.role_definition_id: g for g in record.grants}
+    # Matched on what each member puts in the directory: a group member has no role id, and two groups (or one
+    # group's membership and ownership) in one bundle must not take each other's assignment.
+    grants = {(g.assignable.ledger_role, g.assignable.access): g for g in record.grants}
     out = []
     for member in record.decision.members:
-        g = grants.get(member.role_definition_id)
+        target = member.assignable()
+        g = grants.get((target.ledger_role, target.access))
         out.append({"entitlement": member.entitlement, "role": member.entitlement_name,
                     "role_definition_id": member.role_definition_id, "lane": member.lane,
+                    **({"group_id": target.object_id, "access": target.access} if target.is_group else {}),
                     "outcome": member.outcome.value, "reasons": member.reasons,
                     "assignment_id": g.assignment_id if g else None, "generation": g.generation if g else None,
                     "adopted": g.adopted if g else None})
@@ -113,7 +117,9 @@ def evidence_markdown(pack: dict[str, Any]) -> bytes:
     else:
         lines.append("- none")
     for member in pack.get("members") or []:  # a bundle: every member, with its own assignment
-        lines.append(f"- **Member:** {m(member['role'])} (`{member['role_definition_id']}`): {member['outcome']}"
+        what = (f"`{member['group_id']}`, {member['access']}" if member.get("group_id") else
+                f"`{member['role_definition_id']}`")
+        lines.append(f"- **Member:** {m(member['role'])} ({what}): {member['outcome']}"
                      + (f", assignment `{member['assignment_id']}`" if member["assignment_id"] else ""))
     if pack.get("affected_account"):
         a = pack["affected_account"]

@@ -463,7 +463,10 @@ class FollowUps:
             "ticket": record.request.ticket, "state": record.state.value, "end_reason": record.end_reason,
             "starts_at": g.starts_at.isoformat() if g else None, "ends_at": g.ends_at.isoformat() if g else None,
             # A bundle: every member's role (the top-level role_definition_id is empty for a bundle).
-            **({"members": [{"role": m.entitlement_name, "role_definition_id": m.role_definition_id}
+            # A group member has no role id: it names its group, as a single group grant does.
+            **({"members": [{"role": m.entitlement_name, "role_definition_id": m.role_definition_id,
+                             **({"group": {"id": t.object_id, "access": t.scope}}
+                                if (t := m.target) is not None and t.is_group else {})}
                             for m in record.decision.members]} if record.decision.is_bundle else {})}
 
     def _activity(self, record: RequestRecord, step: StepStatus) -> Result:
