@@ -105,7 +105,21 @@ class ReconcileWatchdog(threading.Thread):
 
 class _PipelinedHeartbeat:
     """RQ's heartbeat sends HSET and two EXPIREs as three round trips when it is not given a pipeline, and the
-    worker calls it so between dequeueing a job and running it: send them as one."""
+    worker calls it so between dequeueing a job and running it: send them as one.
+
+    And RQ's command channel (`rq` CLI's shutdown, kill-horse, stop-job) polls with a 60 s sleep: on the way out,
+    when the unsubscribe wins the race, redis-py's thread waits out that poll for a subscription before the join in
+    RQ's teardown returns, so a SIGTERM took up to a minute to end the worker. Poll each second instead."""
+
+    COMMAND_POLL_S = 1.0
+
+    def subscribe(self) -> None:
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)  # type: ignore[attr-defined]
+        self.pubsub = self.connection.pubsub()  # type: ignore[attr-defined]
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})  # type: ignore[attr-defined]
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=self.COMMAND_POLL_S, daemon=True,
+            exception_handler=self._pubsub_exception_handler)  # type: ignore[attr-defined]
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:

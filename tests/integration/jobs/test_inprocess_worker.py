@@ -178,3 +178,16 @@ def test_a_job_starts_with_the_same_redis_records_as_under_rqs_own_worker(redis_
     assert SEEN["ours"] == SEEN["rq"]
     assert SEEN["ours"]["status"] == "started" and SEEN["ours"]["in_started_registry"]
     assert SEEN["ours"]["executions"] == 1 and SEEN["ours"]["worker_state"] == "busy"
+
+
+def test_leaving_the_command_channel_is_prompt(redis_client: redis.Redis) -> None:
+    """A SIGTERM ends the worker through RQ's teardown, which leaves the command channel and joins its thread. When
+    the unsubscribe wins the race, redis-py's thread first waits out its poll for a subscription (60 s in RQ), and a
+    deploy's old worker with it: ours polls each second."""
+    for _ in range(5):  # the race goes either way; five rounds lose it at least once without the fix
+        worker = InProcessWorker([JSONQueue(connection=redis_client)], connection=redis_client,
+                                 serializer=JSONSerializer, job_class=JSONJob, queue_class=JSONQueue)
+        worker.subscribe()
+        started = time.monotonic()
+        worker.unsubscribe()
+        assert time.monotonic() - started < 5
