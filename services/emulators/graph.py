@@ -569,13 +569,20 @@ class GraphEmulator(Emulator):
         value = [apply_select(m, fields) for m in rows if m is not None]
         return self.ok(request, {"@odata.context": f"{CTX}directoryObjects", "value": value})
 
-    async def _h_group_request(self, request: web.Request) -> web.Response:
+    async def _json_object(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """The request's JSON object, or Graph's 400 for anything else."""
         try:
             body = await read_json(request)
         except ValueError:
             return self.error(request, 400, "BadRequest", "The request body is not valid JSON.")
         if not isinstance(body, dict):
             return self.error(request, 400, "BadRequest", "The request body must be a JSON object.")
+        return body
+
+    async def _h_group_request(self, request: web.Request) -> web.Response:
+        body = await self._json_object(request)
+        if isinstance(body, web.Response):
+            return body
         try:
             with self.lock:
                 result = self.groups_pim.submit(body, request.get(CLAIMS, {}).get("appid"))
@@ -634,12 +641,9 @@ class GraphEmulator(Emulator):
 
     # schedule requests and instances
     async def _h_create_request(self, request: web.Request) -> web.Response:
-        try:
-            body = await read_json(request)
-        except ValueError:
-            return self.error(request, 400, "BadRequest", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return self.error(request, 400, "BadRequest", "The request body must be a JSON object.")
+        body = await self._json_object(request)
+        if isinstance(body, web.Response):
+            return body
         app_id = request.get(CLAIMS, {}).get("appid")
         try:
             with self.lock:

@@ -201,6 +201,15 @@ class Demo:
             time.sleep(0.2)
         raise DemoError(f"{request_id} did not reach {sorted(states)} in time")
 
+    def dana_approves(self, request_id: str, what: str) -> None:
+        approval = self.teams.wait_card(lambda a, c: "29:dana" in a["members"] and request_id in json.dumps(c)
+                                        and "request.approve" in json.dumps(c))
+        self.progress(what)
+        data = button(approval["card"], "request.approve")
+        # Teams sends the click from the conversation the card is in, replying to that card (it is bound to it).
+        self.teams.click("dana", "request.approve", data, approval["activity"]["id"],
+                         conversation=approval["activity"]["conversationId"])
+
     def submit(self, alias: str, text: str, **changes: Any) -> RequestRecord:
         sent = self.teams.say(alias, text)
         card = sent["card"]
@@ -273,13 +282,7 @@ class Demo:
         self.say(f'    "{text}"')
         record = self.submit(requester, text)
         self.progress(f"{record.id}: {record.decision.summary()}")
-        approval = self.teams.wait_card(lambda a, c: "29:dana" in a["members"] and record.id in json.dumps(c)
-                                        and "request.approve" in json.dumps(c))
-        self.progress("Dana Whitfield (on-call identity lead) clicks Approve on the card in Teams")
-        data = button(approval["card"], "request.approve")
-        # Teams sends the click from the conversation the card is in, replying to that card (it is bound to it).
-        self.teams.click("dana", "request.approve", data, approval["activity"]["id"],
-                         conversation=approval["activity"]["conversationId"])
+        self.dana_approves(record.id, "Dana Whitfield (on-call identity lead) clicks Approve on the card in Teams")
         self.wait_state(record.id, {"active"})
         self.progress(f"granted; waiting for the 30 minutes to pass ({self._real(1800)} at {self.speed:g}x)")
         self.wait_state(record.id, {"expired", "revoked"}, timeout=120)
@@ -424,12 +427,7 @@ class Demo:
         for member in record.decision.members:
             self.progress(f"{member.entitlement_name}: {member.summary()}")
         self.progress(f"{record.id} ({record.access_name}): {record.decision.summary()}")
-        approval = self.teams.wait_card(lambda a, c: "29:dana" in a["members"] and record.id in json.dumps(c)
-                                        and "request.approve" in json.dumps(c))
-        self.progress("Dana Whitfield clicks Approve once, on the one card for the whole bundle")
-        data = button(approval["card"], "request.approve")
-        self.teams.click("dana", "request.approve", data, approval["activity"]["id"],
-                         conversation=approval["activity"]["conversationId"])
+        self.dana_approves(record.id, "Dana Whitfield clicks Approve once, on the one card for the whole bundle")
         active = self.wait_state(record.id, {"active"})
         self.progress(f"{len(active.grants)} roles granted together; one receipt lists them all; waiting for the "
                       f"30 minutes to pass ({self._real(1800)} at {self.speed:g}x)")

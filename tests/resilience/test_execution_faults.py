@@ -211,8 +211,12 @@ def test_redis_restart_with_1000_scheduled_revocations(launch, own_redis, tmp_pa
     procs.worker("a", "--no-fork")
     procs.worker("b", "--no-fork")
     store = product.store
+    started = time.monotonic()
     wait_for(lambda: store.count_in_state(State.ACTIVE) == count, setup,
              f"{count} activations ({logs(procs, 'a', 'b')})", interval=0.5)
+    # The removals are as much work as the activations were: whatever this machine needed beyond an idle one's
+    # 12 s for those (other tests' processes on the same cores) it may need again for these.
+    slower_than_idle = max(0.0, time.monotonic() - started - 12.0)
     first_end = min(store.get(r.id).grant.ends_at for r in records)
     revokes = [j.decode() for j in product.runtime.redis.zrange("rq:scheduler:scheduled_jobs", 0, -1)
                if j.startswith(b"revoke_")]
@@ -229,7 +233,8 @@ def test_redis_restart_with_1000_scheduled_revocations(launch, own_redis, tmp_pa
     assert len(removed) == count and len({h["principalId"] for h in removed}) == count
     ended = {e.request_id: e.data["late_seconds"] for e in product.audit.events() if e.event == "grant.expired"}
     assert ended.keys() == {r.id for r in records}
-    assert max(ended.values()) <= took + RECONCILER_BOUND_S, sorted(ended.values())[-10:]
+    assert max(ended.values()) <= took + RECONCILER_BOUND_S + slower_than_idle, (slower_than_idle,
+                                                                                 sorted(ended.values())[-10:])
     assert product.audit.verify().ok
 
 
